@@ -1,0 +1,241 @@
+//! Alerts: the public output contract, and the lifecycle of an episode.
+//!
+//! An [`AlertTrack`] turns a detector's per-interval findings into episodes: the first finding
+//! fires, a change of severity or of the affected partitions updates, and `resolve_after`
+//! consecutive clean intervals resolve. The id is a hash of kind, entity and start time, so it is
+//! the same on every update and every replay, and subscribers can deduplicate on it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::{AlertKind, Finding, Severity};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+/// One alert update, serialised as one JSON object per line or message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    pub state: AlertState,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    /// Event time of this update, Unix ms.
+    pub ts: i64,
+    pub started_at: i64,
+    pub resolved_at: Option<i64>,
+    pub metric: String,
+    pub observed: f64,
+    pub expected: f64,
+    pub score: f64,
+    pub detector: String,
+    pub summary: String,
+}
+
+impl Alert {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("alerts always serialise")
+    }
+
+    /// The entity part of a routing key or message key: cluster and topic/group or vhost/queue.
+    pub fn entity_key(&self) -> String {
+        let l = |k: &str| self.labels.get(k).map(String::as_str);
+        let parts = [l("cluster"), l("topic").or(l("vhost")), l("consumergroup").or(l("queue"))];
+        let key: Vec<&str> = parts.into_iter().flatten().collect();
+        if key.is_empty() {
+            self.labels.values().cloned().collect::<Vec<_>>().join("/")
+        } else {
+            key.join("/")
+        }
+    }
+}
+
+/// What an alert is about: the labels that name it and a short display name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    pub labels: Vec<(Box<str>, Box<str>)>,
+    pub display: String,
+}
+
+impl Entity {
+    pub fn new(labels: Vec<(Box<str>, Box<str>)>, display: String) -> Arc<Entity> {
+        Arc::new(Entity { labels, display })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    id: String,
+    started_at: i64,
+    last: Finding,
+}
+
+/// The lifecycle of one (entity, detector) pair's episodes.
+#[derive(Debug, Clone)]
+pub struct AlertTrack {
+    open: Option<Open>,
+    clean: usize,
+    first_clean_at: i64,
+    resolve_after: usize,
+}
+
+impl AlertTrack {
+    pub fn new(resolve_after_intervals: usize) -> Self {
+        AlertTrack { open: None, clean: 0, first_clean_at: 0, resolve_after: resolve_after_intervals.max(1) }
+    }
+
+    pub fn is_firing(&self) -> bool {
+        self.open.is_some()
+    }
+
+    pub fn observe(&mut self, now: i64, entity: &Entity, finding: Option<Finding>) -> Option<Alert> {
+        match (finding, self.open.as_mut()) {
+            (Some(f), None) => {
+                let id = episode_id(f.kind, entity, now);
+                let alert = build(&id, AlertState::Firing, now, now, None, entity, &f);
+                self.open = Some(Open { id, started_at: now, last: f });
+                self.clean = 0;
+                Some(alert)
+            }
+            (Some(f), Some(open)) => {
+                self.clean = 0;
+                let changed = f.severity != open.last.severity || f.detail != open.last.detail;
+                open.last = f;
+                changed.then(|| build(&open.id, AlertState::Firing, now, open.started_at, None, entity, &open.last))
+            }
+            (None, Some(_)) => {
+                if self.clean == 0 {
+                    self.first_clean_at = now;
+                }
+                self.clean += 1;
+                if self.clean < self.resolve_after {
+                    return None;
+                }
+                let open = self.open.take()?;
+                self.clean = 0;
+                Some(build(&open.id, AlertState::Resolved, now, open.started_at, Some(self.first_clean_at), entity, &open.last))
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+fn build(id: &str, state: AlertState, ts: i64, started_at: i64, resolved_at: Option<i64>, e: &Entity, f: &Finding) -> Alert {
+    let mut labels: BTreeMap<String, String> = e.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for (k, v) in &f.detail {
+        labels.insert((*k).to_string(), v.clone());
+    }
+    Alert {
+        id: id.to_string(),
+        state,
+        kind: f.kind,
+        severity: f.severity,
+        labels,
+        ts,
+        started_at,
+        resolved_at,
+        metric: f.metric.to_string(),
+        observed: round3(f.observed),
+        expected: round3(f.expected),
+        score: round3(f.score),
+        detector: f.detector.to_string(),
+        summary: format!("{} on {}", f.summary, e.display),
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+/// FNV-1a: stable across builds and platforms, unlike the std hasher.
+fn episode_id(kind: AlertKind, e: &Entity, started_at: i64) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(kind.as_str().as_bytes());
+    for (k, v) in &e.labels {
+        eat(k.as_bytes());
+        eat(v.as_bytes());
+    }
+    eat(&started_at.to_le_bytes());
+    format!("{}-{h:016x}", kind.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entity() -> Arc<Entity> {
+        Entity::new(
+            vec![("cluster".into(), "k".into()), ("topic".into(), "payments".into())],
+            "payments".into(),
+        )
+    }
+
+    fn finding(sev: Severity, parts: &str) -> Option<Finding> {
+        Some(Finding {
+            kind: AlertKind::ConsumerStall,
+            severity: sev,
+            detector: "partition_stalled",
+            metric: "lag",
+            observed: 10.0,
+            expected: 0.0,
+            score: 2.0,
+            summary: "stalled".into(),
+            detail: vec![("partitions", parts.into())],
+        })
+    }
+
+    #[test]
+    fn an_episode_fires_once_updates_on_change_and_resolves_once() {
+        let e = entity();
+        let mut t = AlertTrack::new(3);
+        let fired = t.observe(10, &e, finding(Severity::Warning, "3")).unwrap();
+        assert_eq!(fired.state, AlertState::Firing);
+        assert_eq!(fired.labels["partitions"], "3");
+        assert!(t.observe(20, &e, finding(Severity::Warning, "3")).is_none(), "no repeat");
+        let upd = t.observe(30, &e, finding(Severity::Critical, "3,7")).unwrap();
+        assert_eq!((upd.id.as_str(), upd.started_at), (fired.id.as_str(), 10));
+        assert!(t.observe(40, &e, None).is_none());
+        assert!(t.observe(50, &e, finding(Severity::Critical, "3,7")).is_none(), "one clean interval is not enough");
+        assert!(t.observe(60, &e, None).is_none());
+        assert!(t.observe(70, &e, None).is_none());
+        let res = t.observe(80, &e, None).unwrap();
+        assert_eq!(res.state, AlertState::Resolved);
+        assert_eq!(res.resolved_at, Some(60));
+        assert_eq!(res.id, fired.id);
+        assert!(t.observe(90, &e, None).is_none());
+        let again = t.observe(100, &e, finding(Severity::Warning, "1")).unwrap();
+        assert_ne!(again.id, fired.id, "a new episode has a new id");
+    }
+
+    #[test]
+    fn ids_are_stable_and_alerts_round_trip_as_json() {
+        let e = entity();
+        let a = AlertTrack::new(1).observe(10, &e, finding(Severity::Warning, "3")).unwrap();
+        let b = AlertTrack::new(1).observe(10, &e, finding(Severity::Warning, "3")).unwrap();
+        assert_eq!(a.id, b.id);
+        let json = a.to_json();
+        assert!(json.contains(r#""kind":"consumer_stall""#) && json.contains(r#""resolved_at":null"#), "{json}");
+        assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), a);
+        assert_eq!(a.entity_key(), "k/payments");
+        assert!(a.summary.ends_with("on payments"));
+    }
+}

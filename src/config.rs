@@ -1,0 +1,360 @@
+//! TOML configuration: every setting has a default, so no file is needed at all.
+//!
+//! `[engine]` shapes the pipeline; `[latency]`, `[backlog]`, `[stall]`, `[level]` and `[alerts]`
+//! tune the detectors. Any detector setting can be overridden per entity by `[[override]]` tables
+//! whose `match` names labels (`topic`, `consumergroup`, `queue`, `cluster`, ...):
+//!
+//! ```toml
+//! [[override]]
+//! match = { topic = "payments.settle" }
+//! backlog = { min_backlog_seconds = 300 }
+//! ```
+//!
+//! Overrides are resolved once, when an entity is first seen, never on the hot path.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub engine: EngineConfig,
+    #[serde(flatten)]
+    pub detectors: DetectorConfig,
+    #[serde(rename = "override")]
+    pub overrides: Vec<Override>,
+}
+
+/// What to do when a worker's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backpressure {
+    /// The source waits: nothing is lost, the source falls behind (files, broker consumers).
+    Block,
+    /// The batch is dropped and counted (`dropped_backpressure`): for pollers that must stay live.
+    Drop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Length of one event-time interval: detectors judge each series once per interval.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How late an event may arrive and still count; later ones are counted as `late` and dropped.
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    /// Worker threads; 0 means one per core less one for parsing (at least one).
+    pub workers: usize,
+    /// Batches that may wait in each worker's queue.
+    pub queue_batches: usize,
+    /// Events per batch handed to a worker.
+    pub batch_size: usize,
+    pub backpressure: Backpressure,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            interval: Duration::from_secs(10),
+            lateness: Duration::from_secs(5),
+            workers: 0,
+            queue_batches: 64,
+            batch_size: 1024,
+            backpressure: Backpressure::Block,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn interval_ms(&self) -> i64 {
+        self.interval.as_millis() as i64
+    }
+    pub fn lateness_ms(&self) -> i64 {
+        self.lateness.as_millis() as i64
+    }
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.saturating_sub(1).max(1)
+    }
+}
+
+/// Detector settings: the part of the config that overrides may change per entity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    pub latency: LatencyConfig,
+    pub backlog: BacklogConfig,
+    pub stall: StallConfig,
+    pub level: LevelConfig,
+    pub alerts: AlertConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyConfig {
+    /// Interval histograms kept in the rolling window (window = intervals x interval).
+    pub window_intervals: usize,
+    /// HDR histogram precision (1 to 5 significant decimal digits).
+    pub significant_digits: u8,
+    /// Intervals of per-interval quantiles kept as the baseline's history.
+    pub history_intervals: usize,
+    /// Intervals of history needed before judging.
+    pub warmup_intervals: usize,
+    /// Robust z-score (median/MAD of log latency) that counts an interval as abnormal.
+    pub z_threshold: f64,
+    /// Observed/expected ratio below which nothing fires, however unusual.
+    pub min_ratio: f64,
+    /// Consecutive abnormal intervals needed to fire (single outliers never fire).
+    pub persistence: usize,
+    /// CUSUM slack and threshold (in z units) for slow drifts.
+    pub drift_slack: f64,
+    pub drift_threshold: f64,
+    /// Ratio at which a latency alert is critical.
+    pub critical_ratio: f64,
+}
+
+impl Default for LatencyConfig {
+    fn default() -> Self {
+        LatencyConfig {
+            window_intervals: 6,
+            significant_digits: 2,
+            history_intervals: 360,
+            warmup_intervals: 30,
+            z_threshold: 4.0,
+            min_ratio: 1.5,
+            persistence: 2,
+            drift_slack: 1.5,
+            drift_threshold: 25.0,
+            critical_ratio: 4.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BacklogConfig {
+    /// How long the backlog must keep growing before it fires.
+    #[serde(with = "humantime_serde")]
+    pub growth_window: Duration,
+    /// Share of the window's intervals in which the backlog must have grown.
+    pub growth_share: f64,
+    /// Backlog, in seconds of consumption, below which nothing fires.
+    pub min_backlog_seconds: f64,
+    /// Backlog, in seconds of consumption, at which the alert is critical.
+    pub critical_backlog_seconds: f64,
+}
+
+impl Default for BacklogConfig {
+    fn default() -> Self {
+        BacklogConfig {
+            growth_window: Duration::from_secs(240),
+            growth_share: 0.7,
+            min_backlog_seconds: 60.0,
+            critical_backlog_seconds: 600.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StallConfig {
+    /// A partition whose committed offset has not moved for this long while it has lag is stalled.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+    /// The same, when group membership changed during the freeze (a rebalance takes its time).
+    #[serde(with = "humantime_serde")]
+    pub stall_after_rebalance: Duration,
+    /// A group with zero members and lag for this long is stopped.
+    #[serde(with = "humantime_serde")]
+    pub no_members_after: Duration,
+    /// A RabbitMQ queue with ready messages and no consumers for this long is stalled.
+    #[serde(with = "humantime_serde")]
+    pub no_consumers_after: Duration,
+    /// A RabbitMQ queue with unacked messages, no acks and growing ready for this long is stalled.
+    #[serde(with = "humantime_serde")]
+    pub no_acks_after: Duration,
+    /// A stall that lasts this long is critical.
+    #[serde(with = "humantime_serde")]
+    pub critical_after: Duration,
+}
+
+impl Default for StallConfig {
+    fn default() -> Self {
+        StallConfig {
+            stall_after: Duration::from_secs(45),
+            stall_after_rebalance: Duration::from_secs(120),
+            no_members_after: Duration::from_secs(30),
+            no_consumers_after: Duration::from_secs(20),
+            no_acks_after: Duration::from_secs(40),
+            critical_after: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LevelConfig {
+    /// Intervals of history behind the generic gauges' robust baseline.
+    pub history_intervals: usize,
+    pub warmup_intervals: usize,
+    pub z_threshold: f64,
+    pub persistence: usize,
+}
+
+impl Default for LevelConfig {
+    fn default() -> Self {
+        LevelConfig { history_intervals: 360, warmup_intervals: 30, z_threshold: 6.0, persistence: 2 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// Consecutive clean intervals before a firing alert resolves.
+    pub resolve_after_intervals: usize,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig { resolve_after_intervals: 6 }
+    }
+}
+
+/// Detector settings for the entities whose labels include all of `match`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Override {
+    #[serde(rename = "match")]
+    pub matches: std::collections::BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid { path: p, message })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        const SECTIONS: [&str; 7] = ["engine", "latency", "backlog", "stall", "level", "alerts", "override"];
+        // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(k) = table.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+            return Err(format!("unknown section `{k}`, expected one of {}", SECTIONS.join(", ")));
+        }
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let e = &self.engine;
+        if e.interval_ms() < 100 {
+            return Err("engine.interval must be at least 100ms".into());
+        }
+        if e.lateness >= e.interval {
+            return Err("engine.lateness must be shorter than engine.interval".into());
+        }
+        if e.batch_size == 0 || e.queue_batches == 0 {
+            return Err("engine.batch_size and engine.queue_batches must be positive".into());
+        }
+        if !(1..=5).contains(&self.detectors.latency.significant_digits) {
+            return Err("latency.significant_digits must be 1 to 5".into());
+        }
+        for (i, o) in self.overrides.iter().enumerate() {
+            self.detectors
+                .merged(&o.settings)
+                .map_err(|m| format!("override #{} ({:?}): {m}", i + 1, o.matches))?;
+        }
+        Ok(())
+    }
+
+    /// Detector settings for an entity with these labels: the defaults, then each matching override.
+    pub fn detectors_for<'a>(&self, labels: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> DetectorConfig {
+        let mut out = self.detectors.clone();
+        for o in &self.overrides {
+            let hit = o
+                .matches
+                .iter()
+                .all(|(k, v)| labels.clone().any(|(lk, lv)| lk == k && lv == v));
+            if hit {
+                // Validated at load time, so merging cannot fail here.
+                out = out.merged(&o.settings).unwrap_or(out);
+            }
+        }
+        out
+    }
+}
+
+impl DetectorConfig {
+    fn merged(&self, patch: &toml::Table) -> Result<DetectorConfig, String> {
+        let mut base = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        for (section, values) in patch {
+            let (Some(toml::Value::Table(target)), toml::Value::Table(values)) =
+                (base.get_mut(section), values)
+            else {
+                return Err(format!("unknown or malformed section `{section}`"));
+            };
+            for (k, v) in values {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+        base.try_into().map_err(|e: toml::de::Error| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.engine.interval, Duration::from_secs(10));
+        assert_eq!(c.detectors, DetectorConfig::default());
+    }
+
+    #[test]
+    fn overrides_apply_only_to_matching_entities() {
+        let c = Config::parse(
+            r#"
+            [stall]
+            stall_after = "90s"
+            [[override]]
+            match = { topic = "payments.settle" }
+            backlog = { min_backlog_seconds = 300.0 }
+            "#,
+        )
+        .unwrap();
+        let settle = c.detectors_for([("cluster", "k"), ("topic", "payments.settle")].into_iter());
+        let other = c.detectors_for([("topic", "payments.authorize")].into_iter());
+        assert_eq!(settle.backlog.min_backlog_seconds, 300.0);
+        assert_eq!(other.backlog.min_backlog_seconds, 60.0);
+        assert_eq!(settle.stall.stall_after, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn rejects_unknown_settings_and_bad_overrides() {
+        assert!(Config::parse("[engine]\nintervall = \"5s\"").unwrap_err().contains("intervall"));
+        let e = Config::parse("[[override]]\nmatch = {topic = \"t\"}\nlatency = { z = 1 }").unwrap_err();
+        assert!(e.contains("override #1"), "{e}");
+        assert!(Config::parse("[engine]\nlateness = \"20s\"").is_err());
+        assert!(Config::parse("[latncy]\nz_threshold = 3.0").unwrap_err().contains("latncy"));
+    }
+}

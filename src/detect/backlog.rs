@@ -1,0 +1,209 @@
+//! Backlog growth: the lag of a group (or the ready depth of a queue) keeps growing while its
+//! consumers still make progress, i.e. they are alive but too slow.
+//!
+//! The backlog is expressed in seconds of consumption (backlog / smoothed consumption rate), which
+//! makes one threshold fit a quiet queue and a busy topic alike and gives the drain-time projection
+//! in the alert. Growth is judged with the Mann-Kendall trend statistic over the fresh samples of
+//! the last `growth_window`: a burst that drains promptly, or a rebalance blip, has no sustained
+//! trend over that window. No progress at all is a stall, which is another detector's business.
+
+use std::collections::VecDeque;
+
+use super::{AlertKind, Finding, Severity};
+use crate::config::BacklogConfig;
+
+/// Smoothing of the consumption rate: about a minute at 10 s intervals.
+const RATE_ALPHA: f64 = 0.15;
+/// Share of the average step that each quarter of the window must rise by.
+const MIN_STEP_SHARE: f64 = 0.25;
+/// Share of the window's peak the backlog must still be at to count as growing.
+const PEAK_SHARE: f64 = 0.9;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BacklogInput {
+    /// End of the interval, event time in ms.
+    pub now: i64,
+    /// Messages waiting (sum of lag over progressing partitions, or ready messages).
+    pub backlog: f64,
+    /// Whether `backlog` comes from a sample taken during this interval.
+    pub fresh: bool,
+    /// Messages consumed during the interval.
+    pub consumed: f64,
+    pub interval_secs: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BacklogDetector {
+    cfg: BacklogConfig,
+    rate: Option<f64>,
+    samples: VecDeque<(i64, f64)>,
+    active: bool,
+}
+
+impl BacklogDetector {
+    pub fn new(cfg: &BacklogConfig) -> Self {
+        BacklogDetector { cfg: cfg.clone(), rate: None, samples: VecDeque::new(), active: false }
+    }
+
+    pub fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {
+        let now_rate = x.consumed / x.interval_secs;
+        let rate = match self.rate {
+            None => now_rate,
+            Some(r) => r + RATE_ALPHA * (now_rate - r),
+        };
+        self.rate = Some(rate);
+        let window_ms = self.cfg.growth_window.as_millis() as i64;
+        if x.fresh {
+            self.samples.push_back((x.now, x.backlog));
+        }
+        while self.samples.front().is_some_and(|&(t, _)| t <= x.now - window_ms) {
+            self.samples.pop_front();
+        }
+        if rate <= 0.0 {
+            self.active = false;
+            return None;
+        }
+        let backlog_secs = x.backlog / rate;
+        let (first_t, first) = *self.samples.front()?;
+        let covered = x.now - first_t >= window_ms * 3 / 4;
+        let tau = mann_kendall_tau(self.samples.iter().map(|s| s.1));
+        // Still at its peak: a burst already draining is not growth, however it rose.
+        let peak = self.samples.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+        let growing = covered
+            && tau >= self.cfg.growth_share
+            && x.backlog >= PEAK_SHARE * peak
+            && rises_throughout(&self.samples)
+            && x.backlog > first;
+        let fire = growing && backlog_secs >= self.cfg.min_backlog_seconds;
+        let sustain = self.active && tau > 0.0 && backlog_secs >= self.cfg.min_backlog_seconds / 2.0;
+        self.active = fire || sustain;
+        if !self.active {
+            return None;
+        }
+        let minutes = ((x.now - first_t) as f64 / 60_000.0).max(1.0 / 6.0);
+        let growth_per_min = (x.backlog - first) / rate / minutes;
+        Some(Finding {
+            kind: AlertKind::BacklogGrowth,
+            severity: if backlog_secs >= self.cfg.critical_backlog_seconds {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            detector: "backlog_trend",
+            metric: "backlog_seconds",
+            observed: backlog_secs,
+            expected: (first / rate).min(backlog_secs),
+            score: tau,
+            summary: format!(
+                "backlog is {backlog_secs:.0} s of consumption ({:.0} messages at {rate:.1}/s) and growing {growth_per_min:.1} s per minute",
+                x.backlog
+            ),
+            detail: Vec::new(),
+        })
+    }
+}
+
+/// Whether the backlog rose through every quarter of the window, not in one burst: the median of
+/// each quarter must exceed the one before by a fair share of the average step.
+fn rises_throughout(samples: &VecDeque<(i64, f64)>) -> bool {
+    let (Some(&(t0, _)), Some(&(t1, _))) = (samples.front(), samples.back()) else { return false };
+    let span = (t1 - t0).max(1);
+    let mut medians = [0.0; 4];
+    for (q, m) in medians.iter_mut().enumerate() {
+        let mut v: smallvec::SmallVec<[f64; 16]> = samples
+            .iter()
+            .filter(|(t, _)| ((t - t0) * 4 / (span + 1)) as usize == q)
+            .map(|s| s.1)
+            .collect();
+        if v.is_empty() {
+            return false;
+        }
+        v.sort_by(f64::total_cmp);
+        *m = v[v.len() / 2];
+    }
+    let step = (medians[3] - medians[0]) / 3.0;
+    step > 0.0 && medians.windows(2).all(|w| w[1] - w[0] >= MIN_STEP_SHARE * step)
+}
+
+/// Kendall's tau of the values against their order: 1 for a strictly rising run, 0 for no trend.
+fn mann_kendall_tau(values: impl Iterator<Item = f64> + Clone) -> f64 {
+    let v: smallvec::SmallVec<[f64; 64]> = values.collect();
+    let n = v.len();
+    if n < 4 {
+        return 0.0;
+    }
+    let mut s = 0i64;
+    for i in 0..n {
+        for j in i + 1..n {
+            s += (v[j] > v[i]) as i64 - (v[j] < v[i]) as i64;
+        }
+    }
+    s as f64 / (n * (n - 1) / 2) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(d: &mut BacklogDetector, from_s: i64, secs: i64, lag: impl Fn(i64) -> f64, rate: f64) -> Option<i64> {
+        let mut first = None;
+        for t in (from_s..from_s + secs).step_by(10) {
+            let x = BacklogInput {
+                now: t * 1000,
+                backlog: lag(t),
+                fresh: t % 15 < 10,
+                consumed: rate * 10.0,
+                interval_secs: 10.0,
+            };
+            if d.on_interval(x).is_some() && first.is_none() {
+                first = Some(t);
+            }
+        }
+        first
+    }
+
+    fn noise(t: i64) -> f64 {
+        ((t * 7919) % 13) as f64 * 10.0
+    }
+
+    #[test]
+    fn persistent_growth_fires_with_a_drain_time() {
+        let mut d = BacklogDetector::new(&BacklogConfig::default());
+        assert!(run(&mut d, 0, 600, |t| 100.0 + noise(t), 100.0).is_none());
+        // Producer outpaces the consumer by 30 messages/s from t=600.
+        let fired = run(&mut d, 600, 900, |t| 100.0 + noise(t) + 30.0 * (t - 600) as f64, 100.0);
+        let t = fired.expect("fires");
+        assert!(t - 600 <= 330, "fired after {} s", t - 600);
+        let f = d
+            .on_interval(BacklogInput { now: 1_600_000, backlog: 30_000.0, fresh: true, consumed: 1000.0, interval_secs: 10.0 })
+            .unwrap();
+        assert!(f.summary.contains("s of consumption"), "{}", f.summary);
+    }
+
+    #[test]
+    fn a_burst_that_drains_promptly_stays_quiet() {
+        let mut d = BacklogDetector::new(&BacklogConfig::default());
+        let burst = |t: i64| {
+            let base = 100.0 + noise(t);
+            match t {
+                600..=720 => base + 80.0 * (t - 600) as f64,
+                721..=840 => base + (9600.0 - 80.0 * (t - 720) as f64).max(0.0),
+                _ => base,
+            }
+        };
+        assert!(run(&mut d, 0, 1800, burst, 100.0).is_none());
+    }
+
+    #[test]
+    fn no_progress_is_not_backlog_growth() {
+        let mut d = BacklogDetector::new(&BacklogConfig::default());
+        assert!(run(&mut d, 0, 1200, |t| 100.0 + 50.0 * t as f64, 0.0).is_none());
+    }
+
+    #[test]
+    fn tau_measures_trend() {
+        assert_eq!(mann_kendall_tau([1.0, 2.0, 3.0, 4.0].into_iter()), 1.0);
+        assert_eq!(mann_kendall_tau([4.0, 3.0, 2.0, 1.0].into_iter()), -1.0);
+        assert_eq!(mann_kendall_tau([1.0, 2.0].into_iter()), 0.0);
+    }
+}

@@ -1,0 +1,71 @@
+//! Detectors: pure, deterministic state machines judged once per closed interval.
+//!
+//! A detector sees only what its entity hands it (quantiles, lags, rates, the interval's end time)
+//! and answers with a [`Finding`] while the condition holds, or `None`. It knows nothing of
+//! threads, clocks or I/O, so the same code runs live, in replay and in unit tests. Persistence
+//! (how many abnormal intervals make an alert) lives in the detector; the lifecycle of the alert
+//! (firing, updates, resolving) lives in [`crate::alert`].
+
+mod backlog;
+mod baseline;
+mod latency;
+mod level;
+mod stall;
+
+pub use backlog::{BacklogDetector, BacklogInput};
+pub use baseline::RobustHistory;
+pub use latency::LatencyDetector;
+pub use level::LevelDetector;
+pub use stall::{GroupStallDetector, PartitionView, QueueStallDetector, QueueView};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    Latency,
+    BacklogGrowth,
+    ConsumerStall,
+    /// A generic gauge far from its usual level.
+    Level,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Latency => "latency",
+            AlertKind::BacklogGrowth => "backlog_growth",
+            AlertKind::ConsumerStall => "consumer_stall",
+            AlertKind::Level => "level",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+/// What a detector saw in one interval: enough to explain the alert on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub detector: &'static str,
+    pub metric: &'static str,
+    pub observed: f64,
+    pub expected: f64,
+    pub score: f64,
+    /// Human explanation, without the entity name (the alert adds it).
+    pub summary: String,
+    /// Labels that narrow the entity, e.g. the stalled partitions of a group.
+    pub detail: Vec<(&'static str, String)>,
+}
+
+/// Robust z-score of `x` against a median and a scale, with a floor on the scale so that a
+/// perfectly flat history does not turn every wiggle into an infinite score.
+pub(crate) fn robust_z(x: f64, median: f64, scale: f64, min_scale: f64) -> f64 {
+    (x - median) / scale.max(min_scale)
+}

@@ -1,0 +1,248 @@
+//! Consumer stalls, in the spirit of Burrow's evaluation of committed offsets.
+//!
+//! Kafka, per group: a partition whose committed offset has not moved for `stall_after` while it
+//! has had lag all along is stalled (a consumer stuck on a poison message); zero lag at any point
+//! clears it. If the group's membership changed during the freeze, a rebalance is under way and
+//! the partition gets `stall_after_rebalance` instead. A group with zero members and lag is
+//! stopped. All stalled partitions of a group make one finding on the group, listing them.
+//!
+//! RabbitMQ, per queue: ready messages and no consumers; or consumers that hold unacked messages
+//! without acking anything while the ready depth grows.
+
+use super::{AlertKind, Finding, Severity};
+use crate::config::StallConfig;
+use crate::window::Gauge;
+
+/// What the group's entity knows about one partition at the end of an interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartitionView<'a> {
+    pub partition: &'a str,
+    pub lag: Option<f64>,
+    /// Last time the committed offset moved or the lag was zero: the start of any freeze.
+    pub progress_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupStallDetector {
+    cfg: StallConfig,
+}
+
+impl GroupStallDetector {
+    pub fn new(cfg: &StallConfig) -> Self {
+        GroupStallDetector { cfg: cfg.clone() }
+    }
+
+    /// Whether this partition counts as stalled now (also used to keep it out of backlog totals).
+    pub fn partition_stalled(&self, now: i64, p: &PartitionView, members: &Gauge) -> bool {
+        let frozen = now - p.progress_at;
+        let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
+        let limit = if rebalanced { self.cfg.stall_after_rebalance } else { self.cfg.stall_after };
+        p.lag.is_some_and(|l| l > 0.0) && frozen >= limit.as_millis() as i64
+    }
+
+    pub fn on_interval(&self, now: i64, group: &str, parts: &[PartitionView], members: &Gauge) -> Option<Finding> {
+        let total_lag: f64 = parts.iter().filter_map(|p| p.lag).sum();
+        let no_members_for = match members.last {
+            Some(s) if s.value == 0.0 => now - members.changed_at,
+            _ => -1,
+        };
+        let stopped = no_members_for >= self.cfg.no_members_after.as_millis() as i64 && total_lag > 0.0;
+        let mut stalled: smallvec::SmallVec<[&PartitionView; 16]> = parts
+            .iter()
+            .filter(|p| if stopped { p.lag.is_some_and(|l| l > 0.0) } else { self.partition_stalled(now, p, members) })
+            .collect();
+        if stalled.is_empty() {
+            return None;
+        }
+        stalled.sort_by_key(|p| (p.partition.parse::<u64>().unwrap_or(u64::MAX), p.partition));
+        let frozen_ms = stalled.iter().map(|p| now - p.progress_at).max().unwrap_or(0);
+        let lag: f64 = stalled.iter().filter_map(|p| p.lag).sum();
+        let list = stalled.iter().map(|p| p.partition).collect::<Vec<_>>().join(",");
+        let long = frozen_ms.max(no_members_for) >= self.cfg.critical_after.as_millis() as i64;
+        let summary = if stopped {
+            format!(
+                "consumer group {group} stopped: no members for {} s, lag {lag:.0} on partitions {list}",
+                no_members_for / 1000
+            )
+        } else {
+            format!(
+                "consumer group {group} stalled on partition{} {list}: committed offset frozen for {} s with lag {lag:.0}",
+                if stalled.len() > 1 { "s" } else { "" },
+                frozen_ms / 1000
+            )
+        };
+        Some(Finding {
+            kind: AlertKind::ConsumerStall,
+            severity: if stopped || long { Severity::Critical } else { Severity::Warning },
+            detector: if stopped { "group_stopped" } else { "partition_stalled" },
+            metric: "kafka_consumergroup_lag",
+            observed: lag,
+            expected: 0.0,
+            score: frozen_ms as f64 / self.cfg.stall_after.as_millis().max(1) as f64,
+            summary,
+            detail: vec![("partitions", list)],
+        })
+    }
+}
+
+/// What a RabbitMQ queue's entity knows at the end of an interval.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueView {
+    pub ready: Option<f64>,
+    pub unacked: Option<f64>,
+    pub consumers: Gauge,
+    /// Last time the acked (or, without acks, delivered) total moved; `None` if never reported.
+    pub acks_moved_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueStallDetector {
+    cfg: StallConfig,
+    /// Ready depth when acks last moved, to tell a growing queue from an idle one.
+    ready_at_last_ack: Option<(i64, f64)>,
+}
+
+impl QueueStallDetector {
+    pub fn new(cfg: &StallConfig) -> Self {
+        QueueStallDetector { cfg: cfg.clone(), ready_at_last_ack: None }
+    }
+
+    pub fn on_interval(&mut self, now: i64, q: &QueueView) -> Option<Finding> {
+        let ready = q.ready.unwrap_or(0.0);
+        if let Some(t) = q.acks_moved_at {
+            if self.ready_at_last_ack.is_none_or(|(at, _)| at != t) {
+                self.ready_at_last_ack = Some((t, ready));
+            }
+        }
+        let consumers = q.consumers.value();
+        if consumers == Some(0.0) && ready > 0.0 {
+            let for_ms = now - q.consumers.changed_at;
+            if for_ms >= self.cfg.no_consumers_after.as_millis() as i64 {
+                return Some(self.finding(
+                    "no_consumers",
+                    for_ms,
+                    ready,
+                    format!("no consumers for {} s while {ready:.0} messages are ready", for_ms / 1000),
+                ));
+            }
+        }
+        let unacked = q.unacked.unwrap_or(0.0);
+        let (Some((acked_at, ready_then)), true) = (self.ready_at_last_ack, consumers.unwrap_or(0.0) > 0.0) else {
+            return None;
+        };
+        let for_ms = now - acked_at;
+        if unacked > 0.0 && ready > ready_then && for_ms >= self.cfg.no_acks_after.as_millis() as i64 {
+            return Some(self.finding(
+                "unacked_stuck",
+                for_ms,
+                ready,
+                format!(
+                    "{unacked:.0} messages unacked with no acks for {} s while ready grew from {ready_then:.0} to {ready:.0}",
+                    for_ms / 1000
+                ),
+            ));
+        }
+        None
+    }
+
+    fn finding(&self, detector: &'static str, for_ms: i64, ready: f64, summary: String) -> Finding {
+        let critical = for_ms >= self.cfg.critical_after.as_millis() as i64;
+        Finding {
+            kind: AlertKind::ConsumerStall,
+            severity: if critical { Severity::Critical } else { Severity::Warning },
+            detector,
+            metric: "rabbitmq_queue_messages_ready",
+            observed: ready,
+            expected: 0.0,
+            score: for_ms as f64 / 1000.0,
+            summary,
+            detail: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1000;
+
+    fn members(value: f64, changed_at: i64) -> Gauge {
+        let mut g = Gauge::default();
+        g.update(changed_at, value);
+        g
+    }
+
+    fn part(partition: &str, lag: f64, progress_at: i64) -> PartitionView<'_> {
+        PartitionView { partition, lag: Some(lag), progress_at }
+    }
+
+    #[test]
+    fn stalls_when_committed_offset_freezes_with_lag() {
+        let d = GroupStallDetector::new(&StallConfig::default());
+        let m = members(4.0, 0);
+        let parts = [part("0", 10.0, 100 * S), part("3", 900.0, 50 * S), part("7", 400.0, 40 * S)];
+        let f = d.on_interval(100 * S, "auth", &parts, &m).expect("stalled");
+        assert_eq!(f.detail, vec![("partitions", "3,7".to_string())]);
+        assert_eq!(f.observed, 1300.0);
+        assert_eq!(f.severity, Severity::Warning);
+    }
+
+    #[test]
+    fn zero_lag_or_a_short_freeze_is_fine() {
+        let d = GroupStallDetector::new(&StallConfig::default());
+        let m = members(4.0, 0);
+        assert!(d.on_interval(100 * S, "g", &[part("0", 0.0, 0)], &m).is_none());
+        assert!(d.on_interval(100 * S, "g", &[part("0", 500.0, 70 * S)], &m).is_none());
+    }
+
+    #[test]
+    fn a_rebalance_gets_more_time() {
+        let d = GroupStallDetector::new(&StallConfig::default());
+        let parts = [part("0", 500.0, 0)];
+        assert!(d.on_interval(60 * S, "g", &parts, &members(3.0, 20 * S)).is_none());
+        assert!(d.on_interval(130 * S, "g", &parts, &members(3.0, 20 * S)).is_some());
+    }
+
+    #[test]
+    fn a_group_without_members_is_stopped_and_critical() {
+        let d = GroupStallDetector::new(&StallConfig::default());
+        let parts = [part("0", 50.0, 90 * S), part("1", 60.0, 90 * S)];
+        let f = d.on_interval(100 * S, "g", &parts, &members(0.0, 60 * S)).expect("stopped");
+        assert_eq!(f.severity, Severity::Critical);
+        assert_eq!(f.detector, "group_stopped");
+        assert_eq!(f.detail[0].1, "0,1");
+    }
+
+    fn queue(ready: f64, unacked: f64, consumers: f64, consumers_since: i64, acks_at: i64) -> QueueView {
+        QueueView { ready: Some(ready), unacked: Some(unacked), consumers: members(consumers, consumers_since), acks_moved_at: Some(acks_at) }
+    }
+
+    #[test]
+    fn queue_without_consumers_stalls() {
+        let mut d = QueueStallDetector::new(&StallConfig::default());
+        assert!(d.on_interval(10 * S, &queue(100.0, 0.0, 0.0, 0, 0)).is_none());
+        let f = d.on_interval(30 * S, &queue(300.0, 0.0, 0.0, 0, 0)).expect("stall");
+        assert_eq!(f.detector, "no_consumers");
+        let mut idle = QueueStallDetector::new(&StallConfig::default());
+        assert!(idle.on_interval(300 * S, &queue(0.0, 0.0, 0.0, 0, 0)).is_none());
+    }
+
+    #[test]
+    fn queue_with_unacked_pinned_and_no_acks_stalls() {
+        let mut d = QueueStallDetector::new(&StallConfig::default());
+        assert!(d.on_interval(10 * S, &queue(20.0, 50.0, 2.0, 0, 10 * S)).is_none());
+        assert!(d.on_interval(30 * S, &queue(400.0, 50.0, 2.0, 0, 10 * S)).is_none());
+        let f = d.on_interval(60 * S, &queue(900.0, 50.0, 2.0, 0, 10 * S)).expect("stall");
+        assert_eq!(f.detector, "unacked_stuck");
+        assert!(f.summary.contains("from 20 to 900"), "{}", f.summary);
+    }
+
+    #[test]
+    fn an_idle_queue_with_no_acks_is_fine() {
+        let mut d = QueueStallDetector::new(&StallConfig::default());
+        for t in 1..30 {
+            assert!(d.on_interval(t * 10 * S, &queue(0.0, 0.0, 2.0, 0, 0)).is_none());
+        }
+    }
+}

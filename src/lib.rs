@@ -1,0 +1,27 @@
+//! mqwatch: streaming anomaly detection for the message queues of payment systems.
+//!
+//! The data path, in order:
+//!
+//! 1. [`source`] reads metric events (files; broker topics, queues and pollers) and parses them
+//!    with [`event`], the one place the wire format is known.
+//! 2. [`pipeline`] routes each event by its shard (Kafka topic, RabbitMQ queue) over bounded
+//!    lock-free queues to the worker that owns it: no locks on the hot path.
+//! 3. Workers keep per-series state in [`window`]: rolling HDR histograms, gauges, counters.
+//! 4. Each time event time closes an interval, [`detect`]'s pure detectors judge every entity.
+//! 5. [`alert`] turns findings into episodes (firing → resolved, stable ids) for the [`sink`]s.
+//!
+//! [`dataset`] holds the offline tools: the scenario generator, labels and scoring.
+//! [`config`] has every setting with its default; [`telemetry`] counts what came in and what was
+//! refused or dropped.
+
+pub mod alert;
+pub mod config;
+pub mod dataset;
+pub mod detect;
+pub mod event;
+pub mod pipeline;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod window;

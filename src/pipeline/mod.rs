@@ -1,0 +1,219 @@
+//! The lock-free pipeline: sources → [`Ingest`] → bounded queues → workers → alerts.
+//!
+//! [`Ingest`] is a source's handle: it identifies each event's series by hash, routes it to the
+//! worker that owns the series' *shard* (the Kafka topic, the RabbitMQ queue, or the series
+//! itself) and hands events over in batches through bounded crossbeam channels. A worker owns its
+//! shard's state outright, so no lock is taken per event, and everything a detector needs to see
+//! together (a group's partitions and the topic's end offsets) lives in one worker. The first
+//! event of a series carries its labels; later ones travel as 24 bytes, and batch buffers return
+//! to the source for reuse, so the steady state allocates nothing.
+//!
+//! Backpressure: a full queue makes the source wait (`block`, the default: nothing is lost) or
+//! drops the batch and counts it (`drop`). Event time drives everything: each batch carries the
+//! source's watermark (newest event time less the allowed lateness), and workers close an interval
+//! when the watermark passes its end, so replay and live runs judge alike.
+
+mod entity;
+mod worker;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use rustc_hash::FxHashMap;
+
+use crate::alert::Alert;
+use crate::config::{Backpressure, Config};
+use crate::event::{ErrorReason, Family, RawEvent, SeriesKey};
+use crate::telemetry::{InputStats, WorkerStats};
+
+pub use worker::Worker;
+
+/// A series as its owning worker first learns of it.
+#[derive(Debug)]
+pub struct SeriesInfo {
+    pub key: SeriesKey,
+    pub family: Family,
+}
+
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Register(u64, Arc<SeriesInfo>),
+    Sample { series: u64, ts: i64, value: f64 },
+}
+
+pub(crate) struct Batch {
+    msgs: Vec<Msg>,
+    watermark: i64,
+}
+
+/// A running pipeline: hand out [`Ingest`] handles, then [`Pipeline::finish`] to drain it.
+pub struct Pipeline {
+    config: Arc<Config>,
+    senders: Vec<Sender<Batch>>,
+    recycle: (Sender<Vec<Msg>>, Receiver<Vec<Msg>>),
+    workers: Vec<JoinHandle<WorkerStats>>,
+}
+
+impl Pipeline {
+    /// Starts the workers; alerts come out of the returned receiver until the pipeline finishes.
+    pub fn start(config: Arc<Config>) -> (Pipeline, Receiver<Alert>) {
+        let n = config.engine.worker_count();
+        let (alert_tx, alert_rx) = bounded(4096);
+        let recycle = bounded(n * config.engine.queue_batches + 2 * n);
+        let mut senders = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = bounded::<Batch>(config.engine.queue_batches);
+            senders.push(tx);
+            let w = Worker::new(config.clone(), alert_tx.clone());
+            let back = recycle.0.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("mqwatch-worker-{i}"))
+                    .spawn(move || w.run(rx, back))
+                    .expect("spawn worker thread"),
+            );
+        }
+        (Pipeline { config, senders, recycle, workers }, alert_rx)
+    }
+
+    pub fn ingest(&self) -> Ingest {
+        let n = self.senders.len();
+        Ingest {
+            senders: self.senders.clone(),
+            pending: (0..n).map(|_| Vec::new()).collect(),
+            recycle: self.recycle.1.clone(),
+            shard_of: FxHashMap::default(),
+            batch_size: self.config.engine.batch_size,
+            backpressure: self.config.engine.backpressure,
+            lateness: self.config.engine.lateness_ms(),
+            interval: self.config.engine.interval_ms(),
+            max_ts: i64::MIN,
+            broadcast_wm: i64::MIN,
+            stats: InputStats::default(),
+        }
+    }
+
+    /// Waits for every worker to drain and close its last interval. Drop all [`Ingest`] handles
+    /// first, or this waits forever.
+    pub fn finish(self) -> WorkerStats {
+        drop(self.senders);
+        let mut total = WorkerStats::default();
+        for w in self.workers {
+            total.merge(&w.join().expect("worker thread panicked"));
+        }
+        total
+    }
+}
+
+/// A source's handle into the pipeline. Not shared: each source owns one.
+pub struct Ingest {
+    senders: Vec<Sender<Batch>>,
+    pending: Vec<Vec<Msg>>,
+    recycle: Receiver<Vec<Msg>>,
+    shard_of: FxHashMap<u64, u32>,
+    batch_size: usize,
+    backpressure: Backpressure,
+    lateness: i64,
+    interval: i64,
+    max_ts: i64,
+    broadcast_wm: i64,
+    pub stats: InputStats,
+}
+
+impl Ingest {
+    pub fn push(&mut self, ev: &RawEvent<'_>) {
+        self.stats.events += 1;
+        let series = ev.series_hash();
+        let n = self.senders.len() as u64;
+        let worker = match self.shard_of.get(&series) {
+            Some(&w) => w as usize,
+            None => {
+                let w = (shard_hash(ev, series) % n) as usize;
+                self.shard_of.insert(series, w as u32);
+                let info = Arc::new(SeriesInfo { key: ev.to_key(), family: Family::of(&ev.name) });
+                self.pending[w].push(Msg::Register(series, info));
+                w
+            }
+        };
+        self.pending[worker].push(Msg::Sample { series, ts: ev.ts, value: ev.value });
+        if ev.ts > self.max_ts {
+            self.max_ts = ev.ts;
+        }
+        if self.pending[worker].len() >= self.batch_size {
+            self.send(worker);
+        }
+        // Idle workers must learn that time moved on, or their intervals never close.
+        if self.max_ts - self.broadcast_wm >= self.interval {
+            self.flush();
+        }
+    }
+
+    /// Counts an input that was refused before it became an event.
+    pub fn reject(&mut self, reason: ErrorReason) {
+        self.stats.count_error(reason);
+    }
+
+    /// Sends everything pending, with the current watermark, to every worker.
+    pub fn flush(&mut self) {
+        self.broadcast_wm = self.max_ts;
+        for w in 0..self.senders.len() {
+            self.send(w);
+        }
+    }
+
+    fn watermark(&self) -> i64 {
+        self.max_ts.saturating_sub(self.lateness)
+    }
+
+    fn send(&mut self, worker: usize) {
+        let fresh = self.recycle.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.batch_size));
+        let msgs = std::mem::replace(&mut self.pending[worker], fresh);
+        let batch = Batch { msgs, watermark: self.watermark() };
+        match self.backpressure {
+            Backpressure::Block => {
+                // A closed channel means the pipeline is shutting down: nothing left to deliver to.
+                let _ = self.senders[worker].send(batch);
+            }
+            Backpressure::Drop => match self.senders[worker].try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(b)) => {
+                    self.stats.dropped_backpressure += b.msgs.iter().filter(|m| matches!(m, Msg::Sample { .. })).count() as u64;
+                    // Registrations must not be lost with the batch, or the series is unknown forever.
+                    self.shard_of.retain(|_, w| *w as usize != worker);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            },
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The shard of a series: everything about one Kafka topic or one RabbitMQ queue goes together.
+fn shard_hash(ev: &RawEvent<'_>, series: u64) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    let mut eat = |k: &str| {
+        h.write(ev.label(k).unwrap_or("").as_bytes());
+        h.write_u8(0xff);
+    };
+    if ev.label("topic").is_some() {
+        eat("cluster");
+        eat("topic");
+    } else if ev.label("queue").is_some() {
+        eat("cluster");
+        eat("vhost");
+        eat("queue");
+    } else {
+        return series;
+    }
+    // FxHash's low bits are weak; fold the high ones in before the modulo.
+    let x = h.finish();
+    x ^ (x >> 29) ^ (x >> 47)
+}

@@ -1,0 +1,128 @@
+//! Running the engine over files: the replay that `replay`, `eval` and `demo` share.
+//!
+//! The calling thread reads and parses; the pipeline's workers judge; one thread delivers alerts
+//! to the sinks (and keeps them, when asked, for scoring).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::event::InputError;
+use crate::pipeline::Pipeline;
+use crate::sink::{Sink, SinkError};
+use crate::source::file::FileError;
+use crate::source::{FileSource, OnError};
+use crate::telemetry::{InputStats, WorkerStats};
+
+pub struct ReplayOptions {
+    pub on_error: OnError,
+    /// Show a progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+    /// Keep the alerts in the report.
+    pub collect: bool,
+    /// Refused inputs reported one by one before only counting them.
+    pub errors_shown: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions { on_error: OnError::Continue, progress: false, collect: false, errors_shown: 20 }
+    }
+}
+
+#[derive(Debug)]
+pub struct ReplayReport {
+    pub input: InputStats,
+    pub workers: WorkerStats,
+    pub alert_updates: u64,
+    pub alerts: Vec<Alert>,
+    pub elapsed: Duration,
+    /// Refused inputs, up to `errors_shown`.
+    pub errors: Vec<InputError>,
+}
+
+impl ReplayReport {
+    pub fn events_per_sec(&self) -> f64 {
+        self.input.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Input(#[from] FileError),
+    #[error("alert sink failed: {0}")]
+    Sink(#[from] SinkError),
+}
+
+pub fn replay(
+    config: Arc<Config>,
+    paths: &[PathBuf],
+    mut sinks: Vec<Box<dyn Sink>>,
+    opts: &ReplayOptions,
+) -> Result<ReplayReport, ReplayError> {
+    let started = Instant::now();
+    let (pipeline, alerts) = Pipeline::start(config);
+    let collect = opts.collect;
+    let delivery = std::thread::spawn(move || -> Result<(u64, Vec<Alert>), SinkError> {
+        let mut kept = Vec::new();
+        let mut n = 0;
+        for a in alerts {
+            n += 1;
+            for s in sinks.iter_mut() {
+                s.send(&a)?;
+            }
+            if collect {
+                kept.push(a);
+            }
+        }
+        for s in sinks.iter_mut() {
+            s.flush()?;
+        }
+        Ok((n, kept))
+    });
+
+    let bar = progress_bar(paths, opts.progress);
+    let mut errors = Vec::new();
+    let mut ingest = pipeline.ingest();
+    let source = FileSource { paths: paths.to_vec(), on_error: opts.on_error };
+    let read = source.run(
+        &mut ingest,
+        |e| {
+            if errors.len() < opts.errors_shown {
+                errors.push(e.clone());
+            }
+        },
+        |n| {
+            if let Some(b) = &bar {
+                b.inc(n);
+            }
+        },
+    );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let input = ingest.stats.clone();
+    drop(ingest);
+    let workers = pipeline.finish();
+    let delivered = delivery.join().expect("alert delivery thread panicked");
+    read?;
+    let (alert_updates, alerts) = delivered?;
+    Ok(ReplayReport { input, workers, alert_updates, alerts, elapsed: started.elapsed(), errors })
+}
+
+fn progress_bar(paths: &[PathBuf], wanted: bool) -> Option<indicatif::ProgressBar> {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total: u64 = paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    Some(bar)
+}

@@ -1,0 +1,80 @@
+//! The engine's account of itself: what came in, what was refused and why, what was dropped.
+//!
+//! Counters are plain integers owned by one thread each (a source's [`InputStats`], a worker's
+//! [`WorkerStats`]) and merged when reported, so counting costs nothing on the hot path.
+
+use std::fmt;
+
+use crate::event::ErrorReason;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputStats {
+    /// Events accepted into the pipeline.
+    pub events: u64,
+    errors: [u64; ErrorReason::ALL.len()],
+    /// Events dropped because a worker's queue was full (`backpressure = "drop"`).
+    pub dropped_backpressure: u64,
+}
+
+impl InputStats {
+    pub fn count_error(&mut self, reason: ErrorReason) {
+        self.errors[reason as usize] += 1;
+    }
+
+    pub fn errors(&self, reason: ErrorReason) -> u64 {
+        self.errors[reason as usize]
+    }
+
+    pub fn total_errors(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    /// Non-zero error counts by reason.
+    pub fn error_counts(&self) -> impl Iterator<Item = (ErrorReason, u64)> + '_ {
+        ErrorReason::ALL.into_iter().map(|r| (r, self.errors(r))).filter(|&(_, n)| n > 0)
+    }
+
+    pub fn merge(&mut self, o: &InputStats) {
+        self.events += o.events;
+        self.dropped_backpressure += o.dropped_backpressure;
+        for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStats {
+    pub samples: u64,
+    /// Samples older than the allowed lateness, counted and dropped.
+    pub late: u64,
+    pub series: u64,
+    pub entities: u64,
+    pub intervals_closed: u64,
+    /// Bytes held by latency histograms at the end of the run.
+    pub histogram_bytes: u64,
+}
+
+impl WorkerStats {
+    pub fn merge(&mut self, o: &WorkerStats) {
+        self.samples += o.samples;
+        self.late += o.late;
+        self.series += o.series;
+        self.entities += o.entities;
+        self.intervals_closed = self.intervals_closed.max(o.intervals_closed);
+        self.histogram_bytes += o.histogram_bytes;
+    }
+}
+
+impl fmt::Display for InputStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} events accepted, {} refused", self.events, self.total_errors())?;
+        for (r, n) in self.error_counts() {
+            write!(f, ", {r}: {n}")?;
+        }
+        if self.dropped_backpressure > 0 {
+            write!(f, ", dropped by backpressure: {}", self.dropped_backpressure)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! Per-series state between events: rolling HDR histograms for observations, samples for gauges
+//! and counters.
+//!
+//! Time is cut into event-time intervals ("slots", `ts / interval`). A [`LatencyWindow`] keeps a
+//! ring of one HDR histogram per slot, so late events still land in their own slot and the rolling
+//! window is the sum of the ring. Histograms record microseconds and grow only as far as the values
+//! recorded need, which keeps a latency series at a few tens of KiB.
+
+use hdrhistogram::Histogram;
+
+/// Quantiles of one closed interval, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntervalQuantiles {
+    pub count: u64,
+    pub p50: f64,
+    /// The 99th percentile, but never the single largest value: one outlier cannot move it.
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Largest latency recorded as itself; anything above is recorded as this (one hour).
+const MAX_RECORDED_US: u64 = 3_600_000_000;
+
+pub struct LatencyWindow {
+    ring: Vec<Histogram<u32>>,
+    slots: Vec<i64>,
+}
+
+impl LatencyWindow {
+    pub fn new(intervals: usize, significant_digits: u8) -> Self {
+        let intervals = intervals.max(1);
+        let mut h = Histogram::<u32>::new(significant_digits).expect("digits validated by config");
+        h.auto(true);
+        LatencyWindow { ring: vec![h; intervals], slots: vec![i64::MIN; intervals] }
+    }
+
+    pub fn record(&mut self, slot: i64, value_ms: f64) {
+        let i = slot.rem_euclid(self.ring.len() as i64) as usize;
+        if self.slots[i] != slot {
+            self.ring[i].reset();
+            self.slots[i] = slot;
+        }
+        let us = ((value_ms * 1000.0).round() as u64).clamp(1, MAX_RECORDED_US);
+        // Saturate rather than fail: a u32 count overflows only past 4 billion values per slot.
+        let _ = self.ring[i].record(us);
+    }
+
+    /// Quantiles of one slot, if it recorded anything.
+    pub fn interval(&self, slot: i64) -> Option<IntervalQuantiles> {
+        let i = slot.rem_euclid(self.ring.len() as i64) as usize;
+        (self.slots[i] == slot && !self.ring[i].is_empty()).then(|| quantiles(&self.ring[i]))
+    }
+
+    /// Quantiles over the rolling window ending with `slot`.
+    pub fn window(&self, slot: i64) -> Option<IntervalQuantiles> {
+        let oldest = slot - self.ring.len() as i64 + 1;
+        let mut merged: Option<Histogram<u32>> = None;
+        for (h, &s) in self.ring.iter().zip(&self.slots) {
+            if s < oldest || s > slot || h.is_empty() {
+                continue;
+            }
+            match merged.as_mut() {
+                None => merged = Some(h.clone()),
+                Some(m) => {
+                    let _ = m.add(h);
+                }
+            }
+        }
+        merged.map(|m| quantiles(&m))
+    }
+
+    /// Bytes held by the histograms: what one latency series costs.
+    pub fn memory_bytes(&self) -> usize {
+        self.ring.iter().map(|h| h.distinct_values() * std::mem::size_of::<u32>()).sum()
+    }
+}
+
+fn quantiles(h: &Histogram<u32>) -> IntervalQuantiles {
+    let n = h.len();
+    let q99 = 0.99f64.min(1.0 - 1.5 / n as f64).max(0.5);
+    let ms = |us: u64| us as f64 / 1000.0;
+    IntervalQuantiles {
+        count: n,
+        p50: ms(h.value_at_quantile(0.5)),
+        p99: ms(h.value_at_quantile(q99)),
+        max: ms(h.max()),
+    }
+}
+
+/// The latest value of a gauge or counter and when it was taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// A gauge: the newest sample wins; an older one arriving late does not overwrite it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauge {
+    pub last: Option<Sample>,
+    /// When the value last changed (or was first seen).
+    pub changed_at: i64,
+}
+
+impl Gauge {
+    pub fn update(&mut self, ts: i64, value: f64) {
+        match self.last {
+            Some(s) if ts < s.ts => {}
+            Some(s) => {
+                if s.value != value {
+                    self.changed_at = ts;
+                }
+                self.last = Some(Sample { ts, value });
+            }
+            None => {
+                self.changed_at = ts;
+                self.last = Some(Sample { ts, value });
+            }
+        }
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.last.map(|s| s.value)
+    }
+}
+
+/// A monotonically increasing total: the gauge of its value plus the sum of its increases, with
+/// resets (a value below the previous one) counted as a restart from zero.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counter {
+    pub gauge: Gauge,
+    pub increase: f64,
+    increase_at_close: f64,
+}
+
+impl Counter {
+    pub fn update(&mut self, ts: i64, value: f64) {
+        if let Some(prev) = self.gauge.last {
+            if ts >= prev.ts {
+                self.increase += if value >= prev.value { value - prev.value } else { value };
+            }
+        }
+        self.gauge.update(ts, value);
+    }
+
+    /// Increase since the previous call: what the counter moved during the interval just closed.
+    pub fn take_interval_increase(&mut self) -> f64 {
+        let d = self.increase - self.increase_at_close;
+        self.increase_at_close = self.increase;
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_quantiles_ignore_a_single_outlier() {
+        let mut w = LatencyWindow::new(6, 2);
+        for i in 0..99 {
+            w.record(7, 10.0 + (i % 10) as f64);
+        }
+        w.record(7, 5000.0);
+        let q = w.interval(7).unwrap();
+        assert_eq!(q.count, 100);
+        assert!(q.p99 < 25.0, "p99 {} moved by one outlier", q.p99);
+        assert!((q.max - 5000.0).abs() < 50.0);
+        assert!((q.p50 - 14.0).abs() < 1.0, "p50 {}", q.p50);
+    }
+
+    #[test]
+    fn ring_reuses_slots_and_window_merges_recent_ones() {
+        let mut w = LatencyWindow::new(3, 2);
+        w.record(1, 100.0);
+        w.record(2, 200.0);
+        w.record(3, 300.0);
+        w.record(4, 400.0); // evicts slot 1
+        assert!(w.interval(1).is_none());
+        let win = w.window(4).unwrap();
+        assert_eq!(win.count, 3);
+        assert!((win.max - 400.0).abs() < 4.0);
+        assert!(w.memory_bytes() > 0);
+    }
+
+    #[test]
+    fn counter_handles_resets_and_late_samples() {
+        let mut c = Counter::default();
+        c.update(0, 100.0);
+        c.update(10, 150.0);
+        c.update(5, 120.0); // late: ignored
+        c.update(20, 30.0); // reset: counts 30
+        assert_eq!(c.take_interval_increase(), 80.0);
+        assert_eq!(c.take_interval_increase(), 0.0);
+        assert_eq!(c.gauge.value(), Some(30.0));
+    }
+
+    #[test]
+    fn gauge_tracks_when_it_last_changed() {
+        let mut g = Gauge::default();
+        g.update(0, 5.0);
+        g.update(10, 5.0);
+        assert_eq!(g.changed_at, 0);
+        g.update(20, 6.0);
+        assert_eq!(g.changed_at, 20);
+    }
+}
