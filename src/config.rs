@@ -128,7 +128,7 @@ impl Default for LatencyConfig {
             warmup_intervals: 30,
             z_threshold: 4.0,
             min_ratio: 1.5,
-            persistence: 2,
+            persistence: 3,
             drift_slack: 1.5,
             drift_threshold: 25.0,
             critical_ratio: 4.0,
@@ -189,9 +189,9 @@ impl Default for StallConfig {
         StallConfig {
             stall_after: Duration::from_secs(45),
             stall_after_rebalance: Duration::from_secs(120),
-            no_members_after: Duration::from_secs(30),
-            no_consumers_after: Duration::from_secs(20),
-            no_acks_after: Duration::from_secs(40),
+            no_members_after: Duration::from_secs(20),
+            no_consumers_after: Duration::from_secs(15),
+            no_acks_after: Duration::from_secs(30),
             critical_after: Duration::from_secs(300),
         }
     }

@@ -1,1 +1,257 @@
-fn main(){}
+//! The `mqwatch` command: parse arguments, load config, call the library, map errors to exit codes
+//! (0 ok, 1 runtime failure, 2 usage or config error).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use mqwatch::alert::{Alert, AlertState};
+use mqwatch::config::Config;
+use mqwatch::dataset::eval::{evaluate, EvalReport};
+use mqwatch::dataset::gen::{generate, GenOptions, DEFAULT_START_MS};
+use mqwatch::dataset::labels::LabelFile;
+use mqwatch::run::{replay, ReplayOptions, ReplayReport};
+use mqwatch::sink::{JsonlSink, Sink};
+use mqwatch::source::OnError;
+
+#[derive(Parser)]
+#[command(name = "mqwatch", version, about = "Streaming anomaly detection for the message queues of payment systems")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay metric event files (JSONL, .gz, or a JSON array) in event time, as fast as possible.
+    /// Alerts go to stdout as JSONL; a summary goes to stderr.
+    Replay {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stop at the first refused input instead of counting it and going on.
+        #[arg(long)]
+        strict: bool,
+        /// Also write the alerts to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Do not print alerts on stdout (the summary still goes to stderr).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Replay events and score the alerts against labelled incidents.
+    Eval {
+        #[arg(long, required = true, num_args = 1..)]
+        events: Vec<PathBuf>,
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Write the alerts of the run to this file (JSONL).
+        #[arg(long)]
+        alerts_out: Option<PathBuf>,
+    },
+    /// Generate a labelled scenario: DIR/events.jsonl and DIR/labels.json.
+    Gen {
+        /// payments (every incident kind), quiet (traps only), or one incident kind:
+        /// partition-stall, group-stop, latency-spike, latency-drift, backlog-growth,
+        /// rabbit-consumers-gone, rabbit-unacked-stuck.
+        #[arg(long, default_value = "payments")]
+        scenario: String,
+        #[arg(long, default_value_t = 6.0)]
+        hours: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Compress the events (events.jsonl.gz).
+        #[arg(long)]
+        gzip: bool,
+    },
+    /// Run a bundled six-hour payments scenario through the whole engine; print alerts and a scorecard.
+    Demo {
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 6.0)]
+        hours: f64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+/// An error that is the user's to fix (exit 2) rather than a failure of the run (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mqwatch: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Arc<Config>> {
+    match path {
+        None => Ok(Arc::new(Config::default())),
+        Some(p) => Config::load(p).map(Arc::new).map_err(|e| UsageError(e.to_string()).into()),
+    }
+}
+
+fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    match files.iter().find(|f| !f.is_file()) {
+        Some(f) => Err(UsageError(format!("no such file: {}", f.display())).into()),
+        None => Ok(()),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Replay { files, config, strict, out, quiet } => {
+            let config = load_config(config.as_deref())?;
+            check_files(&files)?;
+            let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+            if !quiet {
+                sinks.push(Box::new(JsonlSink::stdout()));
+            }
+            if let Some(p) = &out {
+                sinks.push(Box::new(JsonlSink::file(p)?));
+            }
+            let on_error = if strict { OnError::Stop } else { OnError::Continue };
+            let opts = ReplayOptions { on_error, progress: true, ..Default::default() };
+            let report = replay(config, &files, sinks, &opts)?;
+            print_summary(&report);
+            Ok(())
+        }
+        Command::Eval { events, labels, config, format, alerts_out } => {
+            let config = load_config(config.as_deref())?;
+            check_files(&events)?;
+            let labels = LabelFile::load(&labels).map_err(|e| UsageError(e.to_string()))?;
+            let (report, run) = eval(config, &events, &labels, alerts_out.as_deref())?;
+            match format {
+                Format::Table => print!("{}", report.to_table()),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            print_summary(&run);
+            Ok(())
+        }
+        Command::Gen { scenario, hours, seed, out, gzip } => {
+            if !(hours > 0.0 && hours <= 24.0 * 31.0) {
+                return Err(UsageError("--hours must be between 0 and 744".into()).into());
+            }
+            let opts = GenOptions { scenario, hours, seed, start_ms: DEFAULT_START_MS };
+            let (events, labels, summary) = write_scenario(&opts, &out, gzip)?;
+            eprintln!(
+                "wrote {} events ({} incidents, {} traps) to {} and {}",
+                summary.events,
+                summary.incidents,
+                summary.traps,
+                events.display(),
+                labels.display()
+            );
+            Ok(())
+        }
+        Command::Demo { seed, hours } => demo(seed, hours),
+    }
+}
+
+fn write_scenario(opts: &GenOptions, dir: &Path, gzip: bool) -> anyhow::Result<(PathBuf, PathBuf, mqwatch::dataset::gen::GenSummary)> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let events = dir.join(if gzip { "events.jsonl.gz" } else { "events.jsonl" });
+    let file = std::fs::File::create(&events).with_context(|| format!("cannot create {}", events.display()))?;
+    let mut w: Box<dyn Write> = if gzip {
+        Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::best()))
+    } else {
+        Box::new(std::io::BufWriter::new(file))
+    };
+    let (labels, summary) = generate(opts, &mut w).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => anyhow::Error::from(UsageError(e.to_string())),
+        _ => anyhow::Error::from(e),
+    })?;
+    w.flush()?;
+    drop(w);
+    let labels_path = dir.join("labels.json");
+    std::fs::write(&labels_path, serde_json::to_string_pretty(&labels)? + "\n")?;
+    Ok((events, labels_path, summary))
+}
+
+fn eval(config: Arc<Config>, events: &[PathBuf], labels: &LabelFile, alerts_out: Option<&Path>) -> anyhow::Result<(EvalReport, ReplayReport)> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(p) = alerts_out {
+        sinks.push(Box::new(JsonlSink::file(p)?));
+    }
+    let opts = ReplayOptions { collect: true, progress: true, ..Default::default() };
+    let run = replay(config, events, sinks, &opts)?;
+    let span = match (labels.start, labels.end, run.input.span) {
+        (Some(a), Some(b), _) => (a, b),
+        (_, _, Some(s)) => s,
+        _ => (0, 0),
+    };
+    Ok((evaluate(labels, &run.alerts, span), run))
+}
+
+fn print_summary(r: &ReplayReport) {
+    for e in &r.errors {
+        eprintln!("refused: {e}");
+    }
+    let shown = r.errors.len() as u64;
+    if r.input.total_errors() > shown {
+        eprintln!("refused: ... and {} more", r.input.total_errors() - shown);
+    }
+    eprintln!(
+        "{}; {} series, {} late; {} alert updates; {:.2} s, {:.0} events/s",
+        r.input,
+        r.workers.series,
+        r.workers.late,
+        r.alert_updates,
+        r.elapsed.as_secs_f64(),
+        r.events_per_sec()
+    );
+}
+
+fn demo(seed: u64, hours: f64) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("mqwatch-demo-{}", std::process::id()));
+    let opts = GenOptions { scenario: "payments".into(), hours, seed, start_ms: DEFAULT_START_MS };
+    eprintln!("generating {hours} h of payment queue metrics (seed {seed}) in {}", dir.display());
+    let (events, _, summary) = write_scenario(&opts, &dir, false)?;
+    let labels = LabelFile::load(&dir.join("labels.json"))?;
+    eprintln!("replaying {} events through the engine\n", summary.events);
+    let (report, run) = eval(Arc::new(Config::default()), &[events], &labels, None)?;
+    for a in &run.alerts {
+        println!("{}", describe(a));
+    }
+    println!("\n{}", report.to_table());
+    print_summary(&run);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+fn describe(a: &Alert) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(a.ts / 1000).map_or_else(|_| a.ts.to_string(), |t| {
+        format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
+    });
+    let state = match a.state {
+        AlertState::Firing => "FIRING  ",
+        AlertState::Resolved => "resolved",
+    };
+    format!("{t} {state} {:?} {:<14} {}", a.severity, a.kind.as_str(), a.summary)
+}

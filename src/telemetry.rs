@@ -14,6 +14,8 @@ pub struct InputStats {
     errors: [u64; ErrorReason::ALL.len()],
     /// Events dropped because a worker's queue was full (`backpressure = "drop"`).
     pub dropped_backpressure: u64,
+    /// Oldest and newest event time accepted, Unix ms.
+    pub span: Option<(i64, i64)>,
 }
 
 impl InputStats {
@@ -34,7 +36,18 @@ impl InputStats {
         ErrorReason::ALL.into_iter().map(|r| (r, self.errors(r))).filter(|&(_, n)| n > 0)
     }
 
+    pub fn see_ts(&mut self, ts: i64) {
+        self.span = Some(match self.span {
+            None => (ts, ts),
+            Some((a, b)) => (a.min(ts), b.max(ts)),
+        });
+    }
+
     pub fn merge(&mut self, o: &InputStats) {
+        if let Some((a, b)) = o.span {
+            self.see_ts(a);
+            self.see_ts(b);
+        }
         self.events += o.events;
         self.dropped_backpressure += o.dropped_backpressure;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {

@@ -1,0 +1,241 @@
+//! Scoring alerts against labelled incidents.
+//!
+//! An incident is *detected* when an alert episode on the same entity (same cluster and topic or
+//! queue; partition and group may differ) starts inside `[start, end + 5 min]`; the delay is from
+//! the incident's start to the first such episode. It is *rightly kinded* when one of those
+//! episodes has the incident's kind (a backlog may also, truthfully, raise latency). Every other
+//! episode is a false alert; those that start on a trap's entity during the trap are listed as
+//! the trap's.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::labels::{same_entity, Incident, LabelFile};
+use crate::alert::{Alert, AlertState};
+use crate::detect::AlertKind;
+
+/// How long after an incident's end an alert still counts as detecting it.
+pub const GRACE_MS: i64 = 5 * 60 * 1000;
+
+/// One alert episode, from its first firing update.
+#[derive(Debug, Clone, Serialize)]
+pub struct Episode {
+    pub id: String,
+    pub kind: AlertKind,
+    pub labels: BTreeMap<String, String>,
+    pub started_at: i64,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentResult {
+    pub incident: Incident,
+    pub detected: bool,
+    pub kind_correct: bool,
+    pub delay_s: Option<f64>,
+    pub alert_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub hours: f64,
+    pub incidents: usize,
+    pub detected: usize,
+    pub recall: f64,
+    pub kind_accuracy: f64,
+    pub false_episodes: usize,
+    pub false_per_hour: f64,
+    pub median_delay_s: Option<f64>,
+    pub max_delay_s: Option<f64>,
+    /// False episodes that started on a trap's entity during it, by trap name.
+    pub trap_alerts: BTreeMap<String, usize>,
+    pub per_incident: Vec<IncidentResult>,
+    pub false_alerts: Vec<Episode>,
+}
+
+/// Episodes in order of start, from any stream of alert updates.
+pub fn episodes(alerts: &[Alert]) -> Vec<Episode> {
+    let mut by_id: BTreeMap<&str, Episode> = BTreeMap::new();
+    for a in alerts.iter().filter(|a| a.state == AlertState::Firing) {
+        by_id.entry(&a.id).or_insert_with(|| Episode {
+            id: a.id.clone(),
+            kind: a.kind,
+            labels: a.labels.clone(),
+            started_at: a.started_at,
+            summary: a.summary.clone(),
+        });
+    }
+    let mut v: Vec<Episode> = by_id.into_values().collect();
+    v.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+    v
+}
+
+fn matches(i: &Incident, e: &Episode) -> bool {
+    (i.start..=i.end + GRACE_MS).contains(&e.started_at) && same_entity(&i.labels, &e.labels)
+}
+
+/// Scores `alerts` against `labels` over a dataset spanning `span_ms` (start, end).
+pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> EvalReport {
+    let eps = episodes(alerts);
+    let mut used = vec![false; eps.len()];
+    let mut per_incident = Vec::new();
+    for inc in &labels.incidents {
+        let hits: Vec<usize> = (0..eps.len()).filter(|&j| matches(inc, &eps[j])).collect();
+        hits.iter().for_each(|&j| used[j] = true);
+        let first = hits.iter().map(|&j| eps[j].started_at).min();
+        per_incident.push(IncidentResult {
+            incident: inc.clone(),
+            detected: first.is_some(),
+            kind_correct: hits.iter().any(|&j| eps[j].kind == inc.kind),
+            delay_s: first.map(|t| (t - inc.start).max(0) as f64 / 1000.0),
+            alert_ids: hits.iter().map(|&j| eps[j].id.clone()).collect(),
+        });
+    }
+    let false_alerts: Vec<Episode> = eps.iter().zip(&used).filter(|(_, u)| !**u).map(|(e, _)| e.clone()).collect();
+    let mut trap_alerts = BTreeMap::new();
+    for trap in &labels.traps {
+        let n = false_alerts
+            .iter()
+            .filter(|e| (trap.start..=trap.end + GRACE_MS).contains(&e.started_at))
+            .filter(|e| trap.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+            .count();
+        *trap_alerts.entry(trap.name.clone()).or_insert(0) += n;
+    }
+    let detected = per_incident.iter().filter(|r| r.detected).count();
+    let kind_ok = per_incident.iter().filter(|r| r.kind_correct).count();
+    let mut delays: Vec<f64> = per_incident.iter().filter_map(|r| r.delay_s).collect();
+    delays.sort_by(f64::total_cmp);
+    let hours = (span_ms.1 - span_ms.0).max(1) as f64 / 3_600_000.0;
+    let n = labels.incidents.len();
+    EvalReport {
+        hours,
+        incidents: n,
+        detected,
+        recall: if n == 0 { 1.0 } else { detected as f64 / n as f64 },
+        kind_accuracy: if detected == 0 { 1.0 } else { kind_ok as f64 / detected as f64 },
+        false_episodes: false_alerts.len(),
+        false_per_hour: false_alerts.len() as f64 / hours,
+        median_delay_s: median(&delays),
+        max_delay_s: delays.last().copied(),
+        trap_alerts,
+        per_incident,
+        false_alerts,
+    }
+}
+
+fn median(sorted: &[f64]) -> Option<f64> {
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+impl EvalReport {
+    pub fn to_table(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let fmt_s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0} s"));
+        let _ = writeln!(s, "{:<24} {:>5} {:>6} {:>8}  {}", "incident", "found", "kind", "delay", "entity");
+        for r in &self.per_incident {
+            let i = &r.incident;
+            let entity: Vec<&str> = ["topic", "consumergroup", "partition", "queue"]
+                .iter()
+                .filter_map(|k| i.labels.get(*k).map(String::as_str))
+                .collect();
+            let name = if i.name.is_empty() { i.kind.as_str() } else { &i.name };
+            let _ = writeln!(
+                s,
+                "{:<24} {:>5} {:>6} {:>8}  {}",
+                name,
+                if r.detected { "yes" } else { "NO" },
+                if r.kind_correct { "ok" } else if r.detected { "WRONG" } else { "-" },
+                fmt_s(r.delay_s),
+                entity.join("/")
+            );
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "recall               {:.3} ({}/{})", self.recall, self.detected, self.incidents);
+        let _ = writeln!(s, "kind accuracy        {:.3}", self.kind_accuracy);
+        let _ = writeln!(s, "false alerts         {} in {:.1} h = {:.3} per hour", self.false_episodes, self.hours, self.false_per_hour);
+        let _ = writeln!(s, "detection delay      median {}, max {}", fmt_s(self.median_delay_s), fmt_s(self.max_delay_s));
+        let traps: Vec<String> = self.trap_alerts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = writeln!(s, "alerts during traps  {}", if traps.is_empty() { "-".into() } else { traps.join(", ") });
+        for e in &self.false_alerts {
+            let _ = writeln!(s, "  false: {} {} {}", e.started_at, e.kind.as_str(), e.summary);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Severity;
+
+    fn l(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn alert(id: &str, kind: AlertKind, labels: BTreeMap<String, String>, started_at: i64) -> Alert {
+        Alert {
+            id: id.into(),
+            state: AlertState::Firing,
+            kind,
+            severity: Severity::Warning,
+            labels,
+            ts: started_at,
+            started_at,
+            resolved_at: None,
+            metric: "m".into(),
+            observed: 1.0,
+            expected: 1.0,
+            score: 1.0,
+            detector: "d".into(),
+            summary: "s".into(),
+        }
+    }
+
+    #[test]
+    fn scores_detection_kind_delay_and_false_alerts() {
+        let inc = |topic: &str, kind, start| Incident {
+            kind,
+            name: String::new(),
+            labels: l(&[("cluster", "k"), ("topic", topic), ("partition", "3")]),
+            start,
+            end: start + 600_000,
+        };
+        let labels = LabelFile {
+            incidents: vec![inc("a", AlertKind::ConsumerStall, 1_000_000), inc("b", AlertKind::Latency, 5_000_000)],
+            ..Default::default()
+        };
+        let alerts = vec![
+            // partition differs from the label: still the same entity
+            alert("x", AlertKind::ConsumerStall, l(&[("cluster", "k"), ("topic", "a"), ("partition", "7")]), 1_060_000),
+            alert("x", AlertKind::ConsumerStall, l(&[("cluster", "k"), ("topic", "a")]), 1_060_000),
+            alert("y", AlertKind::BacklogGrowth, l(&[("cluster", "k"), ("topic", "b")]), 5_000_000 + 600_000 + 200_000),
+            alert("z", AlertKind::Latency, l(&[("cluster", "k"), ("topic", "c")]), 2_000_000),
+            alert("w", AlertKind::Latency, l(&[("cluster", "other"), ("topic", "a")]), 1_100_000),
+        ];
+        let r = evaluate(&labels, &alerts, (0, 7_200_000));
+        assert_eq!(r.detected, 2);
+        assert_eq!(r.recall, 1.0);
+        assert_eq!(r.kind_accuracy, 0.5);
+        assert_eq!(r.per_incident[0].delay_s, Some(60.0));
+        assert_eq!(r.false_episodes, 2);
+        assert_eq!(r.false_per_hour, 1.0);
+        assert_eq!(r.median_delay_s, Some(430.0));
+        assert!(r.to_table().contains("WRONG"));
+    }
+
+    #[test]
+    fn alerts_after_the_grace_period_are_false() {
+        let labels = LabelFile {
+            incidents: vec![Incident { kind: AlertKind::Latency, name: String::new(), labels: l(&[("queue", "q")]), start: 0, end: 1000 }],
+            ..Default::default()
+        };
+        let r = evaluate(&labels, &[alert("a", AlertKind::Latency, l(&[("queue", "q")]), 1000 + GRACE_MS + 1)], (0, 3_600_000));
+        assert_eq!((r.detected, r.false_episodes), (0, 1));
+    }
+}

@@ -115,15 +115,20 @@ mod tests {
     fn a_single_slow_interval_does_not_fire() {
         let mut d = warmed();
         assert!(d.on_interval(Some(&q(400.0, 2000.0))).is_none());
+        assert!(d.on_interval(Some(&steady(1))).is_none());
+        assert!(d.on_interval(Some(&q(400.0, 2000.0))).is_none());
+        assert!(d.on_interval(Some(&q(400.0, 2000.0))).is_none());
         for i in 0..20 {
             assert!(d.on_interval(Some(&steady(i))).is_none());
         }
     }
 
     #[test]
-    fn a_sustained_spike_fires_on_the_second_interval() {
+    fn a_sustained_spike_fires_once_it_persists() {
         let mut d = warmed();
-        assert!(d.on_interval(Some(&q(300.0, 900.0))).is_none());
+        for _ in 1..LatencyConfig::default().persistence {
+            assert!(d.on_interval(Some(&q(300.0, 900.0))).is_none());
+        }
         let f = d.on_interval(Some(&q(300.0, 900.0))).expect("fires");
         assert_eq!(f.kind, AlertKind::Latency);
         assert_eq!(f.severity, Severity::Critical);

@@ -20,6 +20,9 @@ pub struct PartitionView<'a> {
     pub lag: Option<f64>,
     /// Last time the committed offset moved or the lag was zero: the start of any freeze.
     pub progress_at: i64,
+    /// Time of the newest sample: a freeze is only as long as it has been observed, so a gap in
+    /// scraping never looks like a stall.
+    pub seen_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -33,29 +36,29 @@ impl GroupStallDetector {
     }
 
     /// Whether this partition counts as stalled now (also used to keep it out of backlog totals).
-    pub fn partition_stalled(&self, now: i64, p: &PartitionView, members: &Gauge) -> bool {
-        let frozen = now - p.progress_at;
+    pub fn partition_stalled(&self, p: &PartitionView, members: &Gauge) -> bool {
+        let frozen = p.seen_at - p.progress_at;
         let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
         let limit = if rebalanced { self.cfg.stall_after_rebalance } else { self.cfg.stall_after };
         p.lag.is_some_and(|l| l > 0.0) && frozen >= limit.as_millis() as i64
     }
 
-    pub fn on_interval(&self, now: i64, group: &str, parts: &[PartitionView], members: &Gauge) -> Option<Finding> {
+    pub fn on_interval(&self, group: &str, parts: &[PartitionView], members: &Gauge) -> Option<Finding> {
         let total_lag: f64 = parts.iter().filter_map(|p| p.lag).sum();
         let no_members_for = match members.last {
-            Some(s) if s.value == 0.0 => now - members.changed_at,
+            Some(s) if s.value == 0.0 => s.ts - members.changed_at,
             _ => -1,
         };
         let stopped = no_members_for >= self.cfg.no_members_after.as_millis() as i64 && total_lag > 0.0;
         let mut stalled: smallvec::SmallVec<[&PartitionView; 16]> = parts
             .iter()
-            .filter(|p| if stopped { p.lag.is_some_and(|l| l > 0.0) } else { self.partition_stalled(now, p, members) })
+            .filter(|p| if stopped { p.lag.is_some_and(|l| l > 0.0) } else { self.partition_stalled(p, members) })
             .collect();
         if stalled.is_empty() {
             return None;
         }
         stalled.sort_by_key(|p| (p.partition.parse::<u64>().unwrap_or(u64::MAX), p.partition));
-        let frozen_ms = stalled.iter().map(|p| now - p.progress_at).max().unwrap_or(0);
+        let frozen_ms = stalled.iter().map(|p| p.seen_at - p.progress_at).max().unwrap_or(0);
         let lag: f64 = stalled.iter().filter_map(|p| p.lag).sum();
         let list = stalled.iter().map(|p| p.partition).collect::<Vec<_>>().join(",");
         let long = frozen_ms.max(no_members_for) >= self.cfg.critical_after.as_millis() as i64;
@@ -91,8 +94,9 @@ pub struct QueueView {
     pub ready: Option<f64>,
     pub unacked: Option<f64>,
     pub consumers: Gauge,
-    /// Last time the acked (or, without acks, delivered) total moved; `None` if never reported.
-    pub acks_moved_at: Option<i64>,
+    /// Last time the acked (or, without acks, delivered) total moved, and the time of its newest
+    /// sample; `None` if never reported.
+    pub acks: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,16 +111,16 @@ impl QueueStallDetector {
         QueueStallDetector { cfg: cfg.clone(), ready_at_last_ack: None }
     }
 
-    pub fn on_interval(&mut self, now: i64, q: &QueueView) -> Option<Finding> {
+    pub fn on_interval(&mut self, q: &QueueView) -> Option<Finding> {
         let ready = q.ready.unwrap_or(0.0);
-        if let Some(t) = q.acks_moved_at {
+        if let Some((t, _)) = q.acks {
             if self.ready_at_last_ack.is_none_or(|(at, _)| at != t) {
                 self.ready_at_last_ack = Some((t, ready));
             }
         }
         let consumers = q.consumers.value();
         if consumers == Some(0.0) && ready > 0.0 {
-            let for_ms = now - q.consumers.changed_at;
+            let for_ms = q.consumers.last.map_or(0, |s| s.ts) - q.consumers.changed_at;
             if for_ms >= self.cfg.no_consumers_after.as_millis() as i64 {
                 return Some(self.finding(
                     "no_consumers",
@@ -130,7 +134,7 @@ impl QueueStallDetector {
         let (Some((acked_at, ready_then)), true) = (self.ready_at_last_ack, consumers.unwrap_or(0.0) > 0.0) else {
             return None;
         };
-        let for_ms = now - acked_at;
+        let for_ms = q.acks.map_or(0, |(_, seen)| seen) - acked_at;
         if unacked > 0.0 && ready > ready_then && for_ms >= self.cfg.no_acks_after.as_millis() as i64 {
             return Some(self.finding(
                 "unacked_stuck",
@@ -174,15 +178,17 @@ mod tests {
     }
 
     fn part(partition: &str, lag: f64, progress_at: i64) -> PartitionView<'_> {
-        PartitionView { partition, lag: Some(lag), progress_at }
+        PartitionView { partition, lag: Some(lag), progress_at, seen_at: NOW }
     }
+
+    const NOW: i64 = 100 * S;
 
     #[test]
     fn stalls_when_committed_offset_freezes_with_lag() {
         let d = GroupStallDetector::new(&StallConfig::default());
         let m = members(4.0, 0);
         let parts = [part("0", 10.0, 100 * S), part("3", 900.0, 50 * S), part("7", 400.0, 40 * S)];
-        let f = d.on_interval(100 * S, "auth", &parts, &m).expect("stalled");
+        let f = d.on_interval("auth", &parts, &m).expect("stalled");
         assert_eq!(f.detail, vec![("partitions", "3,7".to_string())]);
         assert_eq!(f.observed, 1300.0);
         assert_eq!(f.severity, Severity::Warning);
@@ -192,48 +198,63 @@ mod tests {
     fn zero_lag_or_a_short_freeze_is_fine() {
         let d = GroupStallDetector::new(&StallConfig::default());
         let m = members(4.0, 0);
-        assert!(d.on_interval(100 * S, "g", &[part("0", 0.0, 0)], &m).is_none());
-        assert!(d.on_interval(100 * S, "g", &[part("0", 500.0, 70 * S)], &m).is_none());
+        assert!(d.on_interval("g", &[part("0", 0.0, 0)], &m).is_none());
+        assert!(d.on_interval("g", &[part("0", 500.0, 70 * S)], &m).is_none());
+    }
+
+    #[test]
+    fn a_gap_in_samples_is_not_a_freeze() {
+        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut p = part("0", 500.0, 70 * S);
+        p.seen_at = 80 * S; // nothing heard since: the freeze is only 10 s long as far as we know
+        assert!(d.on_interval("g", &[p], &members(4.0, 0)).is_none());
     }
 
     #[test]
     fn a_rebalance_gets_more_time() {
         let d = GroupStallDetector::new(&StallConfig::default());
-        let parts = [part("0", 500.0, 0)];
-        assert!(d.on_interval(60 * S, "g", &parts, &members(3.0, 20 * S)).is_none());
-        assert!(d.on_interval(130 * S, "g", &parts, &members(3.0, 20 * S)).is_some());
+        let mut p = part("0", 500.0, 0);
+        p.seen_at = 60 * S;
+        assert!(d.on_interval("g", &[p], &members(3.0, 20 * S)).is_none());
+        p.seen_at = 130 * S;
+        assert!(d.on_interval("g", &[p], &members(3.0, 20 * S)).is_some());
     }
 
     #[test]
     fn a_group_without_members_is_stopped_and_critical() {
         let d = GroupStallDetector::new(&StallConfig::default());
         let parts = [part("0", 50.0, 90 * S), part("1", 60.0, 90 * S)];
-        let f = d.on_interval(100 * S, "g", &parts, &members(0.0, 60 * S)).expect("stopped");
+        let mut m = members(0.0, 60 * S);
+        m.update(100 * S, 0.0);
+        let f = d.on_interval("g", &parts, &m).expect("stopped");
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.detector, "group_stopped");
         assert_eq!(f.detail[0].1, "0,1");
     }
 
-    fn queue(ready: f64, unacked: f64, consumers: f64, consumers_since: i64, acks_at: i64) -> QueueView {
-        QueueView { ready: Some(ready), unacked: Some(unacked), consumers: members(consumers, consumers_since), acks_moved_at: Some(acks_at) }
+    /// A queue observed at `now`: consumers unchanged since `consumers_since`, acks since `acks_at`.
+    fn queue(now: i64, ready: f64, unacked: f64, consumers: f64, consumers_since: i64, acks_at: i64) -> QueueView {
+        let mut c = members(consumers, consumers_since);
+        c.update(now, consumers);
+        QueueView { ready: Some(ready), unacked: Some(unacked), consumers: c, acks: Some((acks_at, now)) }
     }
 
     #[test]
     fn queue_without_consumers_stalls() {
         let mut d = QueueStallDetector::new(&StallConfig::default());
-        assert!(d.on_interval(10 * S, &queue(100.0, 0.0, 0.0, 0, 0)).is_none());
-        let f = d.on_interval(30 * S, &queue(300.0, 0.0, 0.0, 0, 0)).expect("stall");
+        assert!(d.on_interval(&queue(10 * S, 100.0, 0.0, 0.0, 0, 0)).is_none());
+        let f = d.on_interval(&queue(30 * S, 300.0, 0.0, 0.0, 0, 0)).expect("stall");
         assert_eq!(f.detector, "no_consumers");
         let mut idle = QueueStallDetector::new(&StallConfig::default());
-        assert!(idle.on_interval(300 * S, &queue(0.0, 0.0, 0.0, 0, 0)).is_none());
+        assert!(idle.on_interval(&queue(300 * S, 0.0, 0.0, 0.0, 0, 0)).is_none());
     }
 
     #[test]
     fn queue_with_unacked_pinned_and_no_acks_stalls() {
         let mut d = QueueStallDetector::new(&StallConfig::default());
-        assert!(d.on_interval(10 * S, &queue(20.0, 50.0, 2.0, 0, 10 * S)).is_none());
-        assert!(d.on_interval(30 * S, &queue(400.0, 50.0, 2.0, 0, 10 * S)).is_none());
-        let f = d.on_interval(60 * S, &queue(900.0, 50.0, 2.0, 0, 10 * S)).expect("stall");
+        assert!(d.on_interval(&queue(10 * S, 20.0, 50.0, 2.0, 0, 10 * S)).is_none());
+        assert!(d.on_interval(&queue(30 * S, 400.0, 50.0, 2.0, 0, 10 * S)).is_none());
+        let f = d.on_interval(&queue(60 * S, 900.0, 50.0, 2.0, 0, 10 * S)).expect("stall");
         assert_eq!(f.detector, "unacked_stuck");
         assert!(f.summary.contains("from 20 to 900"), "{}", f.summary);
     }
@@ -242,7 +263,7 @@ mod tests {
     fn an_idle_queue_with_no_acks_is_fine() {
         let mut d = QueueStallDetector::new(&StallConfig::default());
         for t in 1..30 {
-            assert!(d.on_interval(t * 10 * S, &queue(0.0, 0.0, 2.0, 0, 0)).is_none());
+            assert!(d.on_interval(&queue(t * 10 * S, 0.0, 0.0, 2.0, 0, 0)).is_none());
         }
     }
 }

@@ -95,14 +95,15 @@ impl KafkaGroup {
                 partition: label,
                 lag,
                 progress_at: p.committed.gauge.changed_at.max(p.lag_zero_at),
+                seen_at: p.committed.gauge.last.map_or(i64::MIN, |s| s.ts),
             });
         }
         let backlog: f64 = views
             .iter()
-            .filter(|v| !self.stall.partition_stalled(now, v, &self.members))
+            .filter(|v| !self.stall.partition_stalled(v, &self.members))
             .filter_map(|v| v.lag)
             .sum();
-        let stall = self.stall.on_interval(now, &self.group, &views, &self.members);
+        let stall = self.stall.on_interval(&self.group, &views, &self.members);
         let growth = self.backlog.on_interval(BacklogInput { now, backlog, fresh: self.fresh, consumed, interval_secs });
         self.fresh = false;
         emit(&mut self.stall_track, now, &self.entity, stall, out);
@@ -170,15 +171,15 @@ impl RabbitQueue {
     pub fn close(&mut self, now: i64, interval_secs: f64, out: &mut impl FnMut(Alert)) {
         // Without acks (auto-ack consumers) deliveries are the progress signal.
         let progress = if self.acked.gauge.last.is_some() { &mut self.acked } else { &mut self.delivered };
-        let acks_moved_at = progress.gauge.last.map(|_| progress.gauge.changed_at);
+        let acks = progress.gauge.last.map(|s| (progress.gauge.changed_at, s.ts));
         let consumed = progress.take_interval_increase();
         let view = QueueView {
             ready: self.ready.value(),
             unacked: self.unacked.value(),
             consumers: self.consumers,
-            acks_moved_at,
+            acks,
         };
-        let stall = self.stall.on_interval(now, &view);
+        let stall = self.stall.on_interval(&view);
         let growth = self.backlog.on_interval(BacklogInput {
             now,
             backlog: view.ready.unwrap_or(0.0),

@@ -125,6 +125,7 @@ pub struct Ingest {
 impl Ingest {
     pub fn push(&mut self, ev: &RawEvent<'_>) {
         self.stats.events += 1;
+        self.stats.see_ts(ev.ts);
         let series = ev.series_hash();
         let n = self.senders.len() as u64;
         let worker = match self.shard_of.get(&series) {
