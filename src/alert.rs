@@ -1,7 +1,7 @@
 //! Alerts: the public output contract, and the lifecycle of an episode.
 //!
 //! An [`AlertTrack`] turns a detector's per-interval findings into episodes: the first finding
-//! fires, a change of severity or of the affected partitions updates, and `resolve_after`
+//! fires, an escalation of severity or a change of the affected partitions updates, and `resolve_after`
 //! consecutive clean intervals resolve. The id is a hash of kind, entity and start time, so it is
 //! the same on every update and every replay, and subscribers can deduplicate on it.
 
@@ -47,7 +47,11 @@ impl Alert {
     /// The entity part of a routing key or message key: cluster and topic/group or vhost/queue.
     pub fn entity_key(&self) -> String {
         let l = |k: &str| self.labels.get(k).map(String::as_str);
-        let parts = [l("cluster"), l("topic").or(l("vhost")), l("consumergroup").or(l("queue"))];
+        let parts = [
+            l("cluster"),
+            l("topic").or(l("vhost")),
+            l("consumergroup").or(l("queue")),
+        ];
         let key: Vec<&str> = parts.into_iter().flatten().collect();
         if key.is_empty() {
             self.labels.values().cloned().collect::<Vec<_>>().join("/")
@@ -88,27 +92,54 @@ pub struct AlertTrack {
 
 impl AlertTrack {
     pub fn new(resolve_after_intervals: usize) -> Self {
-        AlertTrack { open: None, clean: 0, first_clean_at: 0, resolve_after: resolve_after_intervals.max(1) }
+        AlertTrack {
+            open: None,
+            clean: 0,
+            first_clean_at: 0,
+            resolve_after: resolve_after_intervals.max(1),
+        }
     }
 
     pub fn is_firing(&self) -> bool {
         self.open.is_some()
     }
 
-    pub fn observe(&mut self, now: i64, entity: &Entity, finding: Option<Finding>) -> Option<Alert> {
+    pub fn observe(
+        &mut self,
+        now: i64,
+        entity: &Entity,
+        finding: Option<Finding>,
+    ) -> Option<Alert> {
         match (finding, self.open.as_mut()) {
             (Some(f), None) => {
                 let id = episode_id(f.kind, entity, now);
                 let alert = build(&id, AlertState::Firing, now, now, None, entity, &f);
-                self.open = Some(Open { id, started_at: now, last: f });
+                self.open = Some(Open {
+                    id,
+                    started_at: now,
+                    last: f,
+                });
                 self.clean = 0;
                 Some(alert)
             }
-            (Some(f), Some(open)) => {
+            (Some(mut f), Some(open)) => {
                 self.clean = 0;
+                // Severity only escalates within an episode: a value hovering at the critical
+                // threshold must not send an update every interval.
+                f.severity = f.severity.max(open.last.severity);
                 let changed = f.severity != open.last.severity || f.detail != open.last.detail;
                 open.last = f;
-                changed.then(|| build(&open.id, AlertState::Firing, now, open.started_at, None, entity, &open.last))
+                changed.then(|| {
+                    build(
+                        &open.id,
+                        AlertState::Firing,
+                        now,
+                        open.started_at,
+                        None,
+                        entity,
+                        &open.last,
+                    )
+                })
             }
             (None, Some(_)) => {
                 if self.clean == 0 {
@@ -120,15 +151,35 @@ impl AlertTrack {
                 }
                 let open = self.open.take()?;
                 self.clean = 0;
-                Some(build(&open.id, AlertState::Resolved, now, open.started_at, Some(self.first_clean_at), entity, &open.last))
+                Some(build(
+                    &open.id,
+                    AlertState::Resolved,
+                    now,
+                    open.started_at,
+                    Some(self.first_clean_at),
+                    entity,
+                    &open.last,
+                ))
             }
             (None, None) => None,
         }
     }
 }
 
-fn build(id: &str, state: AlertState, ts: i64, started_at: i64, resolved_at: Option<i64>, e: &Entity, f: &Finding) -> Alert {
-    let mut labels: BTreeMap<String, String> = e.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+fn build(
+    id: &str,
+    state: AlertState,
+    ts: i64,
+    started_at: i64,
+    resolved_at: Option<i64>,
+    e: &Entity,
+    f: &Finding,
+) -> Alert {
+    let mut labels: BTreeMap<String, String> = e
+        .labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     for (k, v) in &f.detail {
         labels.insert((*k).to_string(), v.clone());
     }
@@ -184,7 +235,10 @@ mod tests {
 
     fn entity() -> Arc<Entity> {
         Entity::new(
-            vec![("cluster".into(), "k".into()), ("topic".into(), "payments".into())],
+            vec![
+                ("cluster".into(), "k".into()),
+                ("topic".into(), "payments".into()),
+            ],
             "payments".into(),
         )
     }
@@ -210,11 +264,20 @@ mod tests {
         let fired = t.observe(10, &e, finding(Severity::Warning, "3")).unwrap();
         assert_eq!(fired.state, AlertState::Firing);
         assert_eq!(fired.labels["partitions"], "3");
-        assert!(t.observe(20, &e, finding(Severity::Warning, "3")).is_none(), "no repeat");
-        let upd = t.observe(30, &e, finding(Severity::Critical, "3,7")).unwrap();
+        assert!(
+            t.observe(20, &e, finding(Severity::Warning, "3")).is_none(),
+            "no repeat"
+        );
+        let upd = t
+            .observe(30, &e, finding(Severity::Critical, "3,7"))
+            .unwrap();
         assert_eq!((upd.id.as_str(), upd.started_at), (fired.id.as_str(), 10));
         assert!(t.observe(40, &e, None).is_none());
-        assert!(t.observe(50, &e, finding(Severity::Critical, "3,7")).is_none(), "one clean interval is not enough");
+        assert!(
+            t.observe(50, &e, finding(Severity::Critical, "3,7"))
+                .is_none(),
+            "one clean interval is not enough"
+        );
         assert!(t.observe(60, &e, None).is_none());
         assert!(t.observe(70, &e, None).is_none());
         let res = t.observe(80, &e, None).unwrap();
@@ -229,11 +292,18 @@ mod tests {
     #[test]
     fn ids_are_stable_and_alerts_round_trip_as_json() {
         let e = entity();
-        let a = AlertTrack::new(1).observe(10, &e, finding(Severity::Warning, "3")).unwrap();
-        let b = AlertTrack::new(1).observe(10, &e, finding(Severity::Warning, "3")).unwrap();
+        let a = AlertTrack::new(1)
+            .observe(10, &e, finding(Severity::Warning, "3"))
+            .unwrap();
+        let b = AlertTrack::new(1)
+            .observe(10, &e, finding(Severity::Warning, "3"))
+            .unwrap();
         assert_eq!(a.id, b.id);
         let json = a.to_json();
-        assert!(json.contains(r#""kind":"consumer_stall""#) && json.contains(r#""resolved_at":null"#), "{json}");
+        assert!(
+            json.contains(r#""kind":"consumer_stall""#) && json.contains(r#""resolved_at":null"#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), a);
         assert_eq!(a.entity_key(), "k/payments");
         assert!(a.summary.ends_with("on payments"));

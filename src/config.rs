@@ -209,7 +209,12 @@ pub struct LevelConfig {
 
 impl Default for LevelConfig {
     fn default() -> Self {
-        LevelConfig { history_intervals: 360, warmup_intervals: 30, z_threshold: 6.0, persistence: 2 }
+        LevelConfig {
+            history_intervals: 360,
+            warmup_intervals: 30,
+            z_threshold: 6.0,
+            persistence: 2,
+        }
     }
 }
 
@@ -222,7 +227,9 @@ pub struct AlertConfig {
 
 impl Default for AlertConfig {
     fn default() -> Self {
-        AlertConfig { resolve_after_intervals: 6 }
+        AlertConfig {
+            resolve_after_intervals: 6,
+        }
     }
 }
 
@@ -238,7 +245,10 @@ pub struct Override {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -246,19 +256,28 @@ pub enum ConfigError {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Config::parse(&text).map_err(|message| ConfigError::Invalid { path: p, message })
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        const SECTIONS: [&str; 7] = ["engine", "latency", "backlog", "stall", "level", "alerts", "override"];
+        const SECTIONS: [&str; 7] = [
+            "engine", "latency", "backlog", "stall", "level", "alerts", "override",
+        ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
         if let Some(k) = table.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
-            return Err(format!("unknown section `{k}`, expected one of {}", SECTIONS.join(", ")));
+            return Err(format!(
+                "unknown section `{k}`, expected one of {}",
+                SECTIONS.join(", ")
+            ));
         }
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
         config.validate()?;
         Ok(config)
     }
@@ -286,7 +305,10 @@ impl Config {
     }
 
     /// Detector settings for an entity with these labels: the defaults, then each matching override.
-    pub fn detectors_for<'a>(&self, labels: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> DetectorConfig {
+    pub fn detectors_for<'a>(
+        &self,
+        labels: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> DetectorConfig {
         let mut out = self.detectors.clone();
         for o in &self.overrides {
             let hit = o
@@ -350,11 +372,36 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_the_defaults() {
+        let c = Config::parse(include_str!("../mqwatch.example.toml")).unwrap();
+        assert_eq!(c.detectors, DetectorConfig::default());
+        let e = EngineConfig::default();
+        assert_eq!(
+            (c.engine.interval, c.engine.lateness, c.engine.workers),
+            (e.interval, e.lateness, e.workers)
+        );
+        assert_eq!(
+            (
+                c.engine.queue_batches,
+                c.engine.batch_size,
+                c.engine.backpressure
+            ),
+            (e.queue_batches, e.batch_size, e.backpressure)
+        );
+        assert_eq!(c.overrides.len(), 1);
+    }
+
+    #[test]
     fn rejects_unknown_settings_and_bad_overrides() {
-        assert!(Config::parse("[engine]\nintervall = \"5s\"").unwrap_err().contains("intervall"));
-        let e = Config::parse("[[override]]\nmatch = {topic = \"t\"}\nlatency = { z = 1 }").unwrap_err();
+        assert!(Config::parse("[engine]\nintervall = \"5s\"")
+            .unwrap_err()
+            .contains("intervall"));
+        let e = Config::parse("[[override]]\nmatch = {topic = \"t\"}\nlatency = { z = 1 }")
+            .unwrap_err();
         assert!(e.contains("override #1"), "{e}");
         assert!(Config::parse("[engine]\nlateness = \"20s\"").is_err());
-        assert!(Config::parse("[latncy]\nz_threshold = 3.0").unwrap_err().contains("latncy"));
+        assert!(Config::parse("[latncy]\nz_threshold = 3.0")
+            .unwrap_err()
+            .contains("latncy"));
     }
 }

@@ -44,7 +44,10 @@ pub struct RawEvent<'a> {
 
 impl RawEvent<'_> {
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
     }
 
     /// Stable identity of the series: name and sorted labels.
@@ -81,7 +84,10 @@ pub struct SeriesKey {
 
 impl SeriesKey {
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k.as_ref() == key).map(|(_, v)| v.as_ref())
+        self.labels
+            .iter()
+            .find(|(k, _)| k.as_ref() == key)
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -216,7 +222,10 @@ impl fmt::Display for ErrorReason {
 
 impl ParseError {
     pub fn new(reason: ErrorReason, detail: impl Into<String>) -> Self {
-        ParseError { reason, detail: detail.into() }
+        ParseError {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -250,7 +259,9 @@ pub fn parse_events<'a>(text: &'a str, mut each: impl FnMut(Result<RawEvent<'a>,
         return;
     }
     match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(trimmed) {
-        Ok(items) => items.into_iter().for_each(|raw| each(parse_event(raw.get()))),
+        Ok(items) => items
+            .into_iter()
+            .for_each(|raw| each(parse_event(raw.get()))),
         Err(e) => each(Err(classify_json_error(e))),
     }
 }
@@ -269,10 +280,19 @@ fn classify_json_error(e: serde_json::Error) -> ParseError {
 }
 
 fn validate(wire: WireEvent<'_>) -> Result<RawEvent<'_>, ParseError> {
-    let WireEvent { ts, name, labels, value, kind } = wire;
+    let WireEvent {
+        ts,
+        name,
+        labels,
+        value,
+        kind,
+    } = wire;
     let Labels(mut labels) = labels.unwrap_or_default();
     if !value.is_finite() {
-        return Err(ParseError::new(ErrorReason::NonFinite, format!("value {value} is not finite")));
+        return Err(ParseError::new(
+            ErrorReason::NonFinite,
+            format!("value {value} is not finite"),
+        ));
     }
     if name.is_empty() {
         return Err(ParseError::new(ErrorReason::BadField, "name is empty"));
@@ -301,7 +321,13 @@ fn validate(wire: WireEvent<'_>) -> Result<RawEvent<'_>, ParseError> {
             ));
         }
     }
-    Ok(RawEvent { ts: ts.0, name, labels, value, kind })
+    Ok(RawEvent {
+        ts: ts.0,
+        name,
+        labels,
+        value,
+        kind,
+    })
 }
 
 #[derive(Deserialize)]
@@ -350,7 +376,9 @@ impl Visitor<'_> for TsVisitor {
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ts, E> {
         if v.fract() != 0.0 || !v.is_finite() {
-            return Err(E::custom(format_args!("`ts` {v} is not whole milliseconds")));
+            return Err(E::custom(format_args!(
+                "`ts` {v} is not whole milliseconds"
+            )));
         }
         checked_ts(v as i64)
     }
@@ -423,16 +451,25 @@ mod tests {
         assert_eq!(e.value, 1532.0);
         let keys: Vec<&str> = e.labels.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["cluster", "consumergroup", "partition", "topic"]);
-        assert!(matches!(e.labels[0].1, Cow::Borrowed(_)), "labels borrow from the input");
+        assert!(
+            matches!(e.labels[0].1, Cow::Borrowed(_)),
+            "labels borrow from the input"
+        );
     }
 
     #[test]
     fn series_identity_ignores_label_order() {
-        let a = parse_event(r#"{"ts":1767225600000,"name":"x","labels":{"a":"1","b":"2"},"value":1}"#);
-        let b = parse_event(r#"{"ts":1767225700000,"name":"x","labels":{"b":"2","a":"1"},"value":5}"#);
+        let a =
+            parse_event(r#"{"ts":1767225600000,"name":"x","labels":{"a":"1","b":"2"},"value":1}"#);
+        let b =
+            parse_event(r#"{"ts":1767225700000,"name":"x","labels":{"b":"2","a":"1"},"value":5}"#);
         assert_eq!(a.unwrap().series_hash(), b.unwrap().series_hash());
-        let c = parse_event(r#"{"ts":1767225600000,"name":"x","labels":{"a":"2","b":"1"},"value":1}"#);
-        assert_ne!(c.unwrap().series_hash(), parse_event(LAG).unwrap().series_hash());
+        let c =
+            parse_event(r#"{"ts":1767225600000,"name":"x","labels":{"a":"2","b":"1"},"value":1}"#);
+        assert_ne!(
+            c.unwrap().series_hash(),
+            parse_event(LAG).unwrap().series_hash()
+        );
     }
 
     #[test]
@@ -449,24 +486,44 @@ mod tests {
     #[test]
     fn refuses_bad_input_with_a_reason() {
         assert_eq!(reason("not json"), ErrorReason::NotJson);
-        assert_eq!(reason(r#"{"ts":1767225600000,"name":"x""#), ErrorReason::NotJson);
-        assert_eq!(reason(r#"{"ts":1767225600000,"value":1}"#), ErrorReason::MissingField);
-        assert_eq!(reason(r#"{"ts":1767225600000,"name":"x","value":"NaN"}"#), ErrorReason::BadField);
-        assert_eq!(reason(r#"{"ts":1767225600000,"name":"x","value":1e999}"#), ErrorReason::NonFinite);
-        assert_eq!(reason(r#"{"ts":1767225600,"name":"x","value":1}"#), ErrorReason::AbsurdTimestamp);
+        assert_eq!(
+            reason(r#"{"ts":1767225600000,"name":"x""#),
+            ErrorReason::NotJson
+        );
+        assert_eq!(
+            reason(r#"{"ts":1767225600000,"value":1}"#),
+            ErrorReason::MissingField
+        );
+        assert_eq!(
+            reason(r#"{"ts":1767225600000,"name":"x","value":"NaN"}"#),
+            ErrorReason::BadField
+        );
+        assert_eq!(
+            reason(r#"{"ts":1767225600000,"name":"x","value":1e999}"#),
+            ErrorReason::NonFinite
+        );
+        assert_eq!(
+            reason(r#"{"ts":1767225600,"name":"x","value":1}"#),
+            ErrorReason::AbsurdTimestamp
+        );
         assert_eq!(
             reason(r#"{"ts":1767225600000,"name":"message_latency_ms","value":-3}"#),
             ErrorReason::NegativeLatency
         );
         assert_eq!(
-            reason(r#"{"ts":1767225600000,"name":"kafka_consumergroup_lag","labels":{"topic":"t"},"value":3}"#),
+            reason(
+                r#"{"ts":1767225600000,"name":"kafka_consumergroup_lag","labels":{"topic":"t"},"value":3}"#
+            ),
             ErrorReason::MissingLabel
         );
         assert_eq!(
             reason(r#"{"ts":1767225600000,"name":"message_latency_ms","type":"gauge","value":3}"#),
             ErrorReason::TypeConflict
         );
-        assert_eq!(reason(r#"{"ts":1767225600000,"name":"x","labels":{"a":1},"value":1}"#), ErrorReason::BadField);
+        assert_eq!(
+            reason(r#"{"ts":1767225600000,"name":"x","labels":{"a":1},"value":1}"#),
+            ErrorReason::BadField
+        );
     }
 
     #[test]
@@ -490,8 +547,14 @@ mod tests {
 
     #[test]
     fn families_follow_exporter_names() {
-        assert_eq!(Family::of("kafka_consumergroup_current_offset").implied_type(), MetricType::Counter);
-        assert_eq!(Family::of("message_latency_ms").implied_type(), MetricType::Observation);
+        assert_eq!(
+            Family::of("kafka_consumergroup_current_offset").implied_type(),
+            MetricType::Counter
+        );
+        assert_eq!(
+            Family::of("message_latency_ms").implied_type(),
+            MetricType::Observation
+        );
         assert_eq!(Family::of("cpu").implied_type(), MetricType::Gauge);
     }
 }

@@ -18,7 +18,11 @@ use mqwatch::sink::{JsonlSink, Sink};
 use mqwatch::source::OnError;
 
 #[derive(Parser)]
-#[command(name = "mqwatch", version, about = "Streaming anomaly detection for the message queues of payment systems")]
+#[command(
+    name = "mqwatch",
+    version,
+    about = "Streaming anomaly detection for the message queues of payment systems"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -112,7 +116,9 @@ fn main() -> ExitCode {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Arc<Config>> {
     match path {
         None => Ok(Arc::new(Config::default())),
-        Some(p) => Config::load(p).map(Arc::new).map_err(|e| UsageError(e.to_string()).into()),
+        Some(p) => Config::load(p)
+            .map(Arc::new)
+            .map_err(|e| UsageError(e.to_string()).into()),
     }
 }
 
@@ -125,7 +131,13 @@ fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replay { files, config, strict, out, quiet } => {
+        Command::Replay {
+            files,
+            config,
+            strict,
+            out,
+            quiet,
+        } => {
             let config = load_config(config.as_deref())?;
             check_files(&files)?;
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -135,13 +147,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(p) = &out {
                 sinks.push(Box::new(JsonlSink::file(p)?));
             }
-            let on_error = if strict { OnError::Stop } else { OnError::Continue };
-            let opts = ReplayOptions { on_error, progress: true, ..Default::default() };
+            let on_error = if strict {
+                OnError::Stop
+            } else {
+                OnError::Continue
+            };
+            let opts = ReplayOptions {
+                on_error,
+                progress: true,
+                ..Default::default()
+            };
             let report = replay(config, &files, sinks, &opts)?;
             print_summary(&report);
             Ok(())
         }
-        Command::Eval { events, labels, config, format, alerts_out } => {
+        Command::Eval {
+            events,
+            labels,
+            config,
+            format,
+            alerts_out,
+        } => {
             let config = load_config(config.as_deref())?;
             check_files(&events)?;
             let labels = LabelFile::load(&labels).map_err(|e| UsageError(e.to_string()))?;
@@ -153,11 +179,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_summary(&run);
             Ok(())
         }
-        Command::Gen { scenario, hours, seed, out, gzip } => {
+        Command::Gen {
+            scenario,
+            hours,
+            seed,
+            out,
+            gzip,
+        } => {
             if !(hours > 0.0 && hours <= 24.0 * 31.0) {
                 return Err(UsageError("--hours must be between 0 and 744".into()).into());
             }
-            let opts = GenOptions { scenario, hours, seed, start_ms: DEFAULT_START_MS };
+            let opts = GenOptions {
+                scenario,
+                hours,
+                seed,
+                start_ms: DEFAULT_START_MS,
+            };
             let (events, labels, summary) = write_scenario(&opts, &out, gzip)?;
             eprintln!(
                 "wrote {} events ({} incidents, {} traps) to {} and {}",
@@ -173,13 +210,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn write_scenario(opts: &GenOptions, dir: &Path, gzip: bool) -> anyhow::Result<(PathBuf, PathBuf, mqwatch::dataset::gen::GenSummary)> {
+fn write_scenario(
+    opts: &GenOptions,
+    dir: &Path,
+    gzip: bool,
+) -> anyhow::Result<(PathBuf, PathBuf, mqwatch::dataset::gen::GenSummary)> {
     use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let events = dir.join(if gzip { "events.jsonl.gz" } else { "events.jsonl" });
-    let file = std::fs::File::create(&events).with_context(|| format!("cannot create {}", events.display()))?;
+    let events = dir.join(if gzip {
+        "events.jsonl.gz"
+    } else {
+        "events.jsonl"
+    });
+    let file = std::fs::File::create(&events)
+        .with_context(|| format!("cannot create {}", events.display()))?;
     let mut w: Box<dyn Write> = if gzip {
-        Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::best()))
+        Box::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::best(),
+        ))
     } else {
         Box::new(std::io::BufWriter::new(file))
     };
@@ -194,12 +243,21 @@ fn write_scenario(opts: &GenOptions, dir: &Path, gzip: bool) -> anyhow::Result<(
     Ok((events, labels_path, summary))
 }
 
-fn eval(config: Arc<Config>, events: &[PathBuf], labels: &LabelFile, alerts_out: Option<&Path>) -> anyhow::Result<(EvalReport, ReplayReport)> {
+fn eval(
+    config: Arc<Config>,
+    events: &[PathBuf],
+    labels: &LabelFile,
+    alerts_out: Option<&Path>,
+) -> anyhow::Result<(EvalReport, ReplayReport)> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(p) = alerts_out {
         sinks.push(Box::new(JsonlSink::file(p)?));
     }
-    let opts = ReplayOptions { collect: true, progress: true, ..Default::default() };
+    let opts = ReplayOptions {
+        collect: true,
+        progress: true,
+        ..Default::default()
+    };
     let run = replay(config, events, sinks, &opts)?;
     let span = match (labels.start, labels.end, run.input.span) {
         (Some(a), Some(b), _) => (a, b),
@@ -230,8 +288,16 @@ fn print_summary(r: &ReplayReport) {
 
 fn demo(seed: u64, hours: f64) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("mqwatch-demo-{}", std::process::id()));
-    let opts = GenOptions { scenario: "payments".into(), hours, seed, start_ms: DEFAULT_START_MS };
-    eprintln!("generating {hours} h of payment queue metrics (seed {seed}) in {}", dir.display());
+    let opts = GenOptions {
+        scenario: "payments".into(),
+        hours,
+        seed,
+        start_ms: DEFAULT_START_MS,
+    };
+    eprintln!(
+        "generating {hours} h of payment queue metrics (seed {seed}) in {}",
+        dir.display()
+    );
     let (events, _, summary) = write_scenario(&opts, &dir, false)?;
     let labels = LabelFile::load(&dir.join("labels.json"))?;
     eprintln!("replaying {} events through the engine\n", summary.events);
@@ -246,12 +312,18 @@ fn demo(seed: u64, hours: f64) -> anyhow::Result<()> {
 }
 
 fn describe(a: &Alert) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(a.ts / 1000).map_or_else(|_| a.ts.to_string(), |t| {
-        format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
-    });
+    let t = time::OffsetDateTime::from_unix_timestamp(a.ts / 1000).map_or_else(
+        |_| a.ts.to_string(),
+        |t| format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
+    );
     let state = match a.state {
         AlertState::Firing => "FIRING  ",
         AlertState::Resolved => "resolved",
     };
-    format!("{t} {state} {:?} {:<14} {}", a.severity, a.kind.as_str(), a.summary)
+    format!(
+        "{t} {state} {:?} {:<14} {}",
+        a.severity,
+        a.kind.as_str(),
+        a.summary
+    )
 }

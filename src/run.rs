@@ -29,7 +29,12 @@ pub struct ReplayOptions {
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { on_error: OnError::Continue, progress: false, collect: false, errors_shown: 20 }
+        ReplayOptions {
+            on_error: OnError::Continue,
+            progress: false,
+            collect: false,
+            errors_shown: 20,
+        }
     }
 }
 
@@ -88,7 +93,10 @@ pub fn replay(
     let bar = progress_bar(paths, opts.progress);
     let mut errors = Vec::new();
     let mut ingest = pipeline.ingest();
-    let source = FileSource { paths: paths.to_vec(), on_error: opts.on_error };
+    let source = FileSource {
+        paths: paths.to_vec(),
+        on_error: opts.on_error,
+    };
     let read = source.run(
         &mut ingest,
         |e| {
@@ -111,18 +119,31 @@ pub fn replay(
     let delivered = delivery.join().expect("alert delivery thread panicked");
     read?;
     let (alert_updates, alerts) = delivered?;
-    Ok(ReplayReport { input, workers, alert_updates, alerts, elapsed: started.elapsed(), errors })
+    Ok(ReplayReport {
+        input,
+        workers,
+        alert_updates,
+        alerts,
+        elapsed: started.elapsed(),
+        errors,
+    })
 }
 
 fn progress_bar(paths: &[PathBuf], wanted: bool) -> Option<indicatif::ProgressBar> {
     if !wanted || !std::io::stderr().is_terminal() {
         return None;
     }
-    let total: u64 = paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let total: u64 = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
     );
     Some(bar)
 }

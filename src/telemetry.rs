@@ -33,7 +33,10 @@ impl InputStats {
 
     /// Non-zero error counts by reason.
     pub fn error_counts(&self) -> impl Iterator<Item = (ErrorReason, u64)> + '_ {
-        ErrorReason::ALL.into_iter().map(|r| (r, self.errors(r))).filter(|&(_, n)| n > 0)
+        ErrorReason::ALL
+            .into_iter()
+            .map(|r| (r, self.errors(r)))
+            .filter(|&(_, n)| n > 0)
     }
 
     pub fn see_ts(&mut self, ts: i64) {
@@ -81,12 +84,21 @@ impl WorkerStats {
 
 impl fmt::Display for InputStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} events accepted, {} refused", self.events, self.total_errors())?;
+        write!(
+            f,
+            "{} events accepted, {} refused",
+            self.events,
+            self.total_errors()
+        )?;
         for (r, n) in self.error_counts() {
             write!(f, ", {r}: {n}")?;
         }
         if self.dropped_backpressure > 0 {
-            write!(f, ", dropped by backpressure: {}", self.dropped_backpressure)?;
+            write!(
+                f,
+                ", dropped by backpressure: {}",
+                self.dropped_backpressure
+            )?;
         }
         Ok(())
     }

@@ -31,7 +31,10 @@ impl LatencyWindow {
         let intervals = intervals.max(1);
         let mut h = Histogram::<u32>::new(significant_digits).expect("digits validated by config");
         h.auto(true);
-        LatencyWindow { ring: vec![h; intervals], slots: vec![i64::MIN; intervals] }
+        LatencyWindow {
+            ring: vec![h; intervals],
+            slots: vec![i64::MIN; intervals],
+        }
     }
 
     pub fn record(&mut self, slot: i64, value_ms: f64) {
@@ -71,7 +74,10 @@ impl LatencyWindow {
 
     /// Bytes held by the histograms: what one latency series costs.
     pub fn memory_bytes(&self) -> usize {
-        self.ring.iter().map(|h| h.distinct_values() * std::mem::size_of::<u32>()).sum()
+        self.ring
+            .iter()
+            .map(|h| h.distinct_values() * std::mem::size_of::<u32>())
+            .sum()
     }
 }
 
@@ -137,7 +143,11 @@ impl Counter {
     pub fn update(&mut self, ts: i64, value: f64) {
         if let Some(prev) = self.gauge.last {
             if ts >= prev.ts {
-                self.increase += if value >= prev.value { value - prev.value } else { value };
+                self.increase += if value >= prev.value {
+                    value - prev.value
+                } else {
+                    value
+                };
             }
         }
         self.gauge.update(ts, value);

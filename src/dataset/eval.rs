@@ -92,7 +92,12 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
             alert_ids: hits.iter().map(|&j| eps[j].id.clone()).collect(),
         });
     }
-    let false_alerts: Vec<Episode> = eps.iter().zip(&used).filter(|(_, u)| !**u).map(|(e, _)| e.clone()).collect();
+    let false_alerts: Vec<Episode> = eps
+        .iter()
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|(e, _)| e.clone())
+        .collect();
     let mut trap_alerts = BTreeMap::new();
     for trap in &labels.traps {
         let n = false_alerts
@@ -112,8 +117,16 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
         hours,
         incidents: n,
         detected,
-        recall: if n == 0 { 1.0 } else { detected as f64 / n as f64 },
-        kind_accuracy: if detected == 0 { 1.0 } else { kind_ok as f64 / detected as f64 },
+        recall: if n == 0 {
+            1.0
+        } else {
+            detected as f64 / n as f64
+        },
+        kind_accuracy: if detected == 0 {
+            1.0
+        } else {
+            kind_ok as f64 / detected as f64
+        },
         false_episodes: false_alerts.len(),
         false_per_hour: false_alerts.len() as f64 / hours,
         median_delay_s: median(&delays),
@@ -137,33 +150,78 @@ impl EvalReport {
         use std::fmt::Write;
         let mut s = String::new();
         let fmt_s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0} s"));
-        let _ = writeln!(s, "{:<24} {:>5} {:>6} {:>8}  {}", "incident", "found", "kind", "delay", "entity");
+        let _ = writeln!(
+            s,
+            "{:<24} {:>5} {:>6} {:>8}  entity",
+            "incident", "found", "kind", "delay"
+        );
         for r in &self.per_incident {
             let i = &r.incident;
             let entity: Vec<&str> = ["topic", "consumergroup", "partition", "queue"]
                 .iter()
                 .filter_map(|k| i.labels.get(*k).map(String::as_str))
                 .collect();
-            let name = if i.name.is_empty() { i.kind.as_str() } else { &i.name };
+            let name = if i.name.is_empty() {
+                i.kind.as_str()
+            } else {
+                &i.name
+            };
             let _ = writeln!(
                 s,
                 "{:<24} {:>5} {:>6} {:>8}  {}",
                 name,
                 if r.detected { "yes" } else { "NO" },
-                if r.kind_correct { "ok" } else if r.detected { "WRONG" } else { "-" },
+                if r.kind_correct {
+                    "ok"
+                } else if r.detected {
+                    "WRONG"
+                } else {
+                    "-"
+                },
                 fmt_s(r.delay_s),
                 entity.join("/")
             );
         }
         let _ = writeln!(s);
-        let _ = writeln!(s, "recall               {:.3} ({}/{})", self.recall, self.detected, self.incidents);
+        let _ = writeln!(
+            s,
+            "recall               {:.3} ({}/{})",
+            self.recall, self.detected, self.incidents
+        );
         let _ = writeln!(s, "kind accuracy        {:.3}", self.kind_accuracy);
-        let _ = writeln!(s, "false alerts         {} in {:.1} h = {:.3} per hour", self.false_episodes, self.hours, self.false_per_hour);
-        let _ = writeln!(s, "detection delay      median {}, max {}", fmt_s(self.median_delay_s), fmt_s(self.max_delay_s));
-        let traps: Vec<String> = self.trap_alerts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(s, "alerts during traps  {}", if traps.is_empty() { "-".into() } else { traps.join(", ") });
+        let _ = writeln!(
+            s,
+            "false alerts         {} in {:.1} h = {:.3} per hour",
+            self.false_episodes, self.hours, self.false_per_hour
+        );
+        let _ = writeln!(
+            s,
+            "detection delay      median {}, max {}",
+            fmt_s(self.median_delay_s),
+            fmt_s(self.max_delay_s)
+        );
+        let traps: Vec<String> = self
+            .trap_alerts
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "alerts during traps  {}",
+            if traps.is_empty() {
+                "-".into()
+            } else {
+                traps.join(", ")
+            }
+        );
         for e in &self.false_alerts {
-            let _ = writeln!(s, "  false: {} {} {}", e.started_at, e.kind.as_str(), e.summary);
+            let _ = writeln!(
+                s,
+                "  false: {} {} {}",
+                e.started_at,
+                e.kind.as_str(),
+                e.summary
+            );
         }
         s
     }
@@ -175,10 +233,18 @@ mod tests {
     use crate::detect::Severity;
 
     fn l(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
-    fn alert(id: &str, kind: AlertKind, labels: BTreeMap<String, String>, started_at: i64) -> Alert {
+    fn alert(
+        id: &str,
+        kind: AlertKind,
+        labels: BTreeMap<String, String>,
+        started_at: i64,
+    ) -> Alert {
         Alert {
             id: id.into(),
             state: AlertState::Firing,
@@ -207,16 +273,44 @@ mod tests {
             end: start + 600_000,
         };
         let labels = LabelFile {
-            incidents: vec![inc("a", AlertKind::ConsumerStall, 1_000_000), inc("b", AlertKind::Latency, 5_000_000)],
+            incidents: vec![
+                inc("a", AlertKind::ConsumerStall, 1_000_000),
+                inc("b", AlertKind::Latency, 5_000_000),
+            ],
             ..Default::default()
         };
         let alerts = vec![
             // partition differs from the label: still the same entity
-            alert("x", AlertKind::ConsumerStall, l(&[("cluster", "k"), ("topic", "a"), ("partition", "7")]), 1_060_000),
-            alert("x", AlertKind::ConsumerStall, l(&[("cluster", "k"), ("topic", "a")]), 1_060_000),
-            alert("y", AlertKind::BacklogGrowth, l(&[("cluster", "k"), ("topic", "b")]), 5_000_000 + 600_000 + 200_000),
-            alert("z", AlertKind::Latency, l(&[("cluster", "k"), ("topic", "c")]), 2_000_000),
-            alert("w", AlertKind::Latency, l(&[("cluster", "other"), ("topic", "a")]), 1_100_000),
+            alert(
+                "x",
+                AlertKind::ConsumerStall,
+                l(&[("cluster", "k"), ("topic", "a"), ("partition", "7")]),
+                1_060_000,
+            ),
+            alert(
+                "x",
+                AlertKind::ConsumerStall,
+                l(&[("cluster", "k"), ("topic", "a")]),
+                1_060_000,
+            ),
+            alert(
+                "y",
+                AlertKind::BacklogGrowth,
+                l(&[("cluster", "k"), ("topic", "b")]),
+                5_000_000 + 600_000 + 200_000,
+            ),
+            alert(
+                "z",
+                AlertKind::Latency,
+                l(&[("cluster", "k"), ("topic", "c")]),
+                2_000_000,
+            ),
+            alert(
+                "w",
+                AlertKind::Latency,
+                l(&[("cluster", "other"), ("topic", "a")]),
+                1_100_000,
+            ),
         ];
         let r = evaluate(&labels, &alerts, (0, 7_200_000));
         assert_eq!(r.detected, 2);
@@ -232,10 +326,25 @@ mod tests {
     #[test]
     fn alerts_after_the_grace_period_are_false() {
         let labels = LabelFile {
-            incidents: vec![Incident { kind: AlertKind::Latency, name: String::new(), labels: l(&[("queue", "q")]), start: 0, end: 1000 }],
+            incidents: vec![Incident {
+                kind: AlertKind::Latency,
+                name: String::new(),
+                labels: l(&[("queue", "q")]),
+                start: 0,
+                end: 1000,
+            }],
             ..Default::default()
         };
-        let r = evaluate(&labels, &[alert("a", AlertKind::Latency, l(&[("queue", "q")]), 1000 + GRACE_MS + 1)], (0, 3_600_000));
+        let r = evaluate(
+            &labels,
+            &[alert(
+                "a",
+                AlertKind::Latency,
+                l(&[("queue", "q")]),
+                1000 + GRACE_MS + 1,
+            )],
+            (0, 3_600_000),
+        );
         assert_eq!((r.detected, r.false_episodes), (0, 1));
     }
 }

@@ -150,7 +150,12 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let topic = |name, partitions, rate| Topic { name, rate, end: vec![0.0; partitions], burst: 1.0 };
+        let topic = |name, partitions, rate| Topic {
+            name,
+            rate,
+            end: vec![0.0; partitions],
+            burst: 1.0,
+        };
         let topics = vec![
             topic("payments.authorize", 12, 150.0),
             topic("payments.settle", 6, 40.0),
@@ -196,23 +201,54 @@ impl World {
         ];
         let mut latencies = Vec::new();
         for (g, base) in groups.iter().zip([45.0, 80.0, 150.0, 30.0]) {
-            let labels = labels(&[("cluster", KAFKA), ("topic", topics[g.topic].name), ("consumergroup", g.name)]);
-            latencies.push(Latency { labels, base_ms: base, rate: 3.0, target: 1.0, ramp_from: 0, ramp_s: 0.0 });
+            let labels = labels(&[
+                ("cluster", KAFKA),
+                ("topic", topics[g.topic].name),
+                ("consumergroup", g.name),
+            ]);
+            latencies.push(Latency {
+                labels,
+                base_ms: base,
+                rate: 3.0,
+                target: 1.0,
+                ramp_from: 0,
+                ramp_s: 0.0,
+            });
         }
         for (q, base) in queues.iter().zip([20.0, 60.0, 35.0]) {
             let labels = labels(&[("cluster", RABBIT), ("vhost", "/"), ("queue", q.name)]);
-            latencies.push(Latency { labels, base_ms: base, rate: 3.0, target: 1.0, ramp_from: 0, ramp_s: 0.0 });
+            latencies.push(Latency {
+                labels,
+                base_ms: base,
+                rate: 3.0,
+                target: 1.0,
+                ramp_from: 0,
+                ramp_s: 0.0,
+            });
         }
-        World { topics, groups, queues, latencies }
+        World {
+            topics,
+            groups,
+            queues,
+            latencies,
+        }
     }
 
     fn group_labels(&self, g: usize) -> BTreeMap<String, String> {
         let g = &self.groups[g];
-        labels(&[("cluster", KAFKA), ("topic", self.topics[g.topic].name), ("consumergroup", g.name)])
+        labels(&[
+            ("cluster", KAFKA),
+            ("topic", self.topics[g.topic].name),
+            ("consumergroup", g.name),
+        ])
     }
 
     fn queue_labels(&self, q: usize) -> BTreeMap<String, String> {
-        labels(&[("cluster", RABBIT), ("vhost", "/"), ("queue", self.queues[q].name)])
+        labels(&[
+            ("cluster", RABBIT),
+            ("vhost", "/"),
+            ("queue", self.queues[q].name),
+        ])
     }
 
     fn apply(&mut self, a: Action, on: bool, t: u64) {
@@ -224,11 +260,21 @@ impl World {
                 g.members = if on { 0 } else { g.base_members };
             }
             Action::SlowGroup(g) => self.groups[g].slow = on,
-            Action::SlowQueue(q) => self.queues[q].mode = if on { QueueMode::Slow } else { QueueMode::Normal },
+            Action::SlowQueue(q) => {
+                self.queues[q].mode = if on {
+                    QueueMode::Slow
+                } else {
+                    QueueMode::Normal
+                }
+            }
             Action::QueueMode(q, m) => {
                 let q = &mut self.queues[q];
                 q.mode = if on { m } else { QueueMode::Normal };
-                q.consumers = if on && m == QueueMode::Gone { 0 } else { q.base_consumers };
+                q.consumers = if on && m == QueueMode::Gone {
+                    0
+                } else {
+                    q.base_consumers
+                };
             }
             Action::LatencyFactor(l, f, ramp) => {
                 let l = &mut self.latencies[l];
@@ -238,7 +284,11 @@ impl World {
             Action::Rebalance(g) => {
                 let g = &mut self.groups[g];
                 g.paused = on;
-                g.members = if on { g.base_members - 1 } else { g.base_members };
+                g.members = if on {
+                    g.base_members - 1
+                } else {
+                    g.base_members
+                };
             }
             Action::ScrapeGap => {}
         }
@@ -246,7 +296,10 @@ impl World {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 struct Episode {
@@ -266,7 +319,11 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
     let kinds = scenario_kinds(&opts.scenario).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("unknown scenario `{}`: payments, quiet, or one of {}", opts.scenario, INCIDENT_KINDS.join(", ")),
+            format!(
+                "unknown scenario `{}`: payments, quiet, or one of {}",
+                opts.scenario,
+                INCIDENT_KINDS.join(", ")
+            ),
         )
     })?;
     let mut rng = StdRng::seed_from_u64(opts.seed);
@@ -285,7 +342,10 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
         .filter_map(|e| matches!(e.action, Action::ScrapeGap).then_some((e.start, e.end)))
         .collect();
 
-    let mut out = EventWriter { buf: String::with_capacity(1 << 16), events: 0 };
+    let mut out = EventWriter {
+        buf: String::with_capacity(1 << 16),
+        events: 0,
+    };
     let mut next_kafka_scrape = 7.0;
     let mut next_rabbit_scrape = 3.0;
     let mut ti = 0;
@@ -320,7 +380,11 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
         }
     }
     events.write_all(out.buf.as_bytes())?;
-    let summary = GenSummary { events: out.events, incidents: incidents.len(), traps: traps.len() };
+    let summary = GenSummary {
+        events: out.events,
+        incidents: incidents.len(),
+        traps: traps.len(),
+    };
     let file = LabelFile {
         scenario: Some(opts.scenario.clone()),
         seed: Some(opts.seed),
@@ -365,22 +429,50 @@ fn plan_incidents(
                 let p = rng.random_range(0..world.groups[g].position.len());
                 let mut labels = world.group_labels(g);
                 labels.insert("partition".into(), p.to_string());
-                (Action::StickPartition(g, p), minutes(rng, 6, 15), AlertKind::ConsumerStall, labels)
+                (
+                    Action::StickPartition(g, p),
+                    minutes(rng, 6, 15),
+                    AlertKind::ConsumerStall,
+                    labels,
+                )
             }
-            "group_stop" => (Action::StopGroup(g), minutes(rng, 5, 12), AlertKind::ConsumerStall, world.group_labels(g)),
+            "group_stop" => (
+                Action::StopGroup(g),
+                minutes(rng, 5, 12),
+                AlertKind::ConsumerStall,
+                world.group_labels(g),
+            ),
             "latency_spike" => {
                 let f = rng.random_range(4.0..8.0);
-                (Action::LatencyFactor(l, f, 0.0), minutes(rng, 5, 12), AlertKind::Latency, world.latencies[l].labels.clone())
+                (
+                    Action::LatencyFactor(l, f, 0.0),
+                    minutes(rng, 5, 12),
+                    AlertKind::Latency,
+                    world.latencies[l].labels.clone(),
+                )
             }
             "latency_drift" => {
                 let f = rng.random_range(3.0..4.0);
                 let ramp = minutes(rng, 20, 30);
-                (Action::LatencyFactor(l, f, ramp as f64), ramp + 300, AlertKind::Latency, world.latencies[l].labels.clone())
+                (
+                    Action::LatencyFactor(l, f, ramp as f64),
+                    ramp + 300,
+                    AlertKind::Latency,
+                    world.latencies[l].labels.clone(),
+                )
             }
-            "backlog_growth" if rng.random_bool(0.5) => {
-                (Action::SlowQueue(q), minutes(rng, 15, 25), AlertKind::BacklogGrowth, world.queue_labels(q))
-            }
-            "backlog_growth" => (Action::SlowGroup(g), minutes(rng, 15, 25), AlertKind::BacklogGrowth, world.group_labels(g)),
+            "backlog_growth" if rng.random_bool(0.5) => (
+                Action::SlowQueue(q),
+                minutes(rng, 15, 25),
+                AlertKind::BacklogGrowth,
+                world.queue_labels(q),
+            ),
+            "backlog_growth" => (
+                Action::SlowGroup(g),
+                minutes(rng, 15, 25),
+                AlertKind::BacklogGrowth,
+                world.group_labels(g),
+            ),
             "rabbit_consumers_gone" => (
                 Action::QueueMode(q, QueueMode::Gone),
                 minutes(rng, 5, 12),
@@ -398,7 +490,11 @@ fn plan_incidents(
         if t + dur + 10 * 60 > secs {
             break;
         }
-        episodes.push(Episode { action, start: t, end: t + dur });
+        episodes.push(Episode {
+            action,
+            start: t,
+            end: t + dur,
+        });
         incidents.push(Incident {
             kind: alert_kind,
             name: kind.to_string(),
@@ -411,12 +507,26 @@ fn plan_incidents(
     (episodes, incidents)
 }
 
-fn plan_traps(world: &World, incidents: &[Episode], secs: u64, rng: &mut StdRng, start_ms: i64) -> (Vec<Episode>, Vec<Trap>) {
-    let busy = |a: u64, b: u64| incidents.iter().any(|e| a < e.end + 10 * 60 && e.start < b + 5 * 60);
+fn plan_traps(
+    world: &World,
+    incidents: &[Episode],
+    secs: u64,
+    rng: &mut StdRng,
+    start_ms: i64,
+) -> (Vec<Episode>, Vec<Trap>) {
+    let busy = |a: u64, b: u64| {
+        incidents
+            .iter()
+            .any(|e| a < e.end + 10 * 60 && e.start < b + 5 * 60)
+    };
     let mut plan = Vec::new();
     let mut traps = Vec::new();
     let mut push = |plan: &mut Vec<Episode>, action, start, dur: u64, name: &str, labels| {
-        plan.push(Episode { action, start, end: start + dur });
+        plan.push(Episode {
+            action,
+            start,
+            end: start + dur,
+        });
         traps.push(Trap {
             name: name.into(),
             labels,
@@ -439,14 +549,35 @@ fn plan_traps(world: &World, incidents: &[Episode], secs: u64, rng: &mut StdRng,
         match what {
             0..=4 => {
                 let g = rng.random_range(0..world.groups.len());
-                push(&mut plan, Action::Rebalance(g), t, dur, "rebalance", world.group_labels(g));
+                push(
+                    &mut plan,
+                    Action::Rebalance(g),
+                    t,
+                    dur,
+                    "rebalance",
+                    world.group_labels(g),
+                );
             }
             5..=6 => {
                 let tp = rng.random_range(0..world.topics.len());
                 let l = labels(&[("cluster", KAFKA), ("topic", world.topics[tp].name)]);
-                push(&mut plan, Action::Burst(tp, 4.0), t, dur, "end_of_day_burst", l);
+                push(
+                    &mut plan,
+                    Action::Burst(tp, 4.0),
+                    t,
+                    dur,
+                    "end_of_day_burst",
+                    l,
+                );
             }
-            _ => push(&mut plan, Action::ScrapeGap, t, dur, "scrape_gap", labels(&[("cluster", KAFKA)])),
+            _ => push(
+                &mut plan,
+                Action::ScrapeGap,
+                t,
+                dur,
+                "scrape_gap",
+                labels(&[("cluster", KAFKA)]),
+            ),
         }
         t += dur;
     }
@@ -473,7 +604,11 @@ fn step(w: &mut World, start_ms: i64, t: u64, rng: &mut StdRng) {
         let tp = &w.topics[g.topic];
         let n = tp.end.len() as f64;
         let produced_pp = tp.rate * load * tp.burst / n;
-        let capacity = if g.slow { 0.65 * produced_pp } else { g.headroom * tp.rate * 1.45 / n };
+        let capacity = if g.slow {
+            0.65 * produced_pp
+        } else {
+            g.headroom * tp.rate * 1.45 / n
+        };
         for p in 0..g.position.len() {
             let halted = g.stopped || g.paused || g.stuck_partition == Some(p);
             if !halted {
@@ -499,13 +634,19 @@ fn step(w: &mut World, start_ms: i64, t: u64, rng: &mut StdRng) {
             }
             QueueMode::Normal | QueueMode::Slow => {
                 // Messages stuck unacked from a previous incident are acked first.
-                let cap = if q.mode == QueueMode::Slow { 0.65 * q.rate * load } else { q.capacity };
+                let cap = if q.mode == QueueMode::Slow {
+                    0.65 * q.rate * load
+                } else {
+                    q.capacity
+                };
                 let done = poisson(rng, cap).min(q.ready + q.unacked);
                 let from_ready = (done - q.unacked).max(0.0);
                 q.ready -= from_ready;
                 q.delivered += from_ready;
                 q.acked += done;
-                q.unacked = poisson(rng, q.rate * load * 0.05).min(window).min(q.ready + 1.0);
+                q.unacked = poisson(rng, q.rate * load * 0.05)
+                    .min(window)
+                    .min(q.ready + 1.0);
             }
         }
     }
@@ -517,12 +658,18 @@ fn latency_observations(w: &World, start_ms: i64, t: u64, rng: &mut StdRng, out:
     for l in &w.latencies {
         let n = poisson(rng, l.rate * load) as u32;
         for _ in 0..n {
-            let mut v = l.base_ms * (1.0 + 0.15 * (load - 1.0)) * l.factor(t) * noise.sample(rng).exp();
+            let mut v =
+                l.base_ms * (1.0 + 0.15 * (load - 1.0)) * l.factor(t) * noise.sample(rng).exp();
             if rng.random::<f64>() < 1.0 / 800.0 {
                 v *= rng.random_range(8.0..30.0);
             }
             let ts = start_ms + t as i64 * 1000 + rng.random_range(0..1000);
-            out.event(ts, "message_latency_ms", &l.labels, (v * 10.0).round() / 10.0);
+            out.event(
+                ts,
+                "message_latency_ms",
+                &l.labels,
+                (v * 10.0).round() / 10.0,
+            );
         }
     }
 }
@@ -531,7 +678,11 @@ fn scrape_kafka(w: &World, ts: i64, out: &mut EventWriter) {
     for tp in &w.topics {
         for (p, end) in tp.end.iter().enumerate() {
             let ps = p.to_string();
-            let l = [("cluster", KAFKA), ("partition", ps.as_str()), ("topic", tp.name)];
+            let l = [
+                ("cluster", KAFKA),
+                ("partition", ps.as_str()),
+                ("topic", tp.name),
+            ];
             out.event_pairs(ts, "kafka_topic_partition_current_offset", &l, end.floor());
         }
     }
@@ -539,11 +690,25 @@ fn scrape_kafka(w: &World, ts: i64, out: &mut EventWriter) {
         let tp = &w.topics[g.topic];
         for (p, committed) in g.committed.iter().enumerate() {
             let ps = p.to_string();
-            let l = [("cluster", KAFKA), ("consumergroup", g.name), ("partition", ps.as_str()), ("topic", tp.name)];
+            let l = [
+                ("cluster", KAFKA),
+                ("consumergroup", g.name),
+                ("partition", ps.as_str()),
+                ("topic", tp.name),
+            ];
             out.event_pairs(ts, "kafka_consumergroup_current_offset", &l, *committed);
-            out.event_pairs(ts, "kafka_consumergroup_lag", &l, (tp.end[p].floor() - committed).max(0.0));
+            out.event_pairs(
+                ts,
+                "kafka_consumergroup_lag",
+                &l,
+                (tp.end[p].floor() - committed).max(0.0),
+            );
         }
-        let l = [("cluster", KAFKA), ("consumergroup", g.name), ("topic", tp.name)];
+        let l = [
+            ("cluster", KAFKA),
+            ("consumergroup", g.name),
+            ("topic", tp.name),
+        ];
         out.event_pairs(ts, "kafka_consumergroup_members", &l, g.members as f64);
     }
 }
@@ -554,9 +719,24 @@ fn scrape_rabbit(w: &World, ts: i64, out: &mut EventWriter) {
         out.event_pairs(ts, "rabbitmq_queue_messages_ready", &l, q.ready.floor());
         out.event_pairs(ts, "rabbitmq_queue_messages_unacked", &l, q.unacked.floor());
         out.event_pairs(ts, "rabbitmq_queue_consumers", &l, q.consumers as f64);
-        out.event_pairs(ts, "rabbitmq_queue_messages_published_total", &l, q.published.floor());
-        out.event_pairs(ts, "rabbitmq_queue_messages_delivered_total", &l, q.delivered.floor());
-        out.event_pairs(ts, "rabbitmq_queue_messages_acked_total", &l, q.acked.floor());
+        out.event_pairs(
+            ts,
+            "rabbitmq_queue_messages_published_total",
+            &l,
+            q.published.floor(),
+        );
+        out.event_pairs(
+            ts,
+            "rabbitmq_queue_messages_delivered_total",
+            &l,
+            q.delivered.floor(),
+        );
+        out.event_pairs(
+            ts,
+            "rabbitmq_queue_messages_acked_total",
+            &l,
+            q.acked.floor(),
+        );
     }
 }
 
@@ -567,7 +747,10 @@ struct EventWriter {
 
 impl EventWriter {
     fn event(&mut self, ts: i64, name: &str, labels: &BTreeMap<String, String>, value: f64) {
-        let pairs: smallvec::SmallVec<[(&str, &str); 8]> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: smallvec::SmallVec<[(&str, &str); 8]> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         self.event_pairs(ts, name, &pairs, value);
     }
 
@@ -588,7 +771,12 @@ mod tests {
     use super::*;
 
     fn gen(scenario: &str, hours: f64, seed: u64) -> (String, LabelFile) {
-        let opts = GenOptions { scenario: scenario.into(), hours, seed, start_ms: DEFAULT_START_MS };
+        let opts = GenOptions {
+            scenario: scenario.into(),
+            hours,
+            seed,
+            start_ms: DEFAULT_START_MS,
+        };
         let mut buf = Vec::new();
         let (labels, summary) = generate(&opts, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
@@ -624,7 +812,12 @@ mod tests {
 
     #[test]
     fn unknown_scenarios_are_refused() {
-        let opts = GenOptions { scenario: "nope".into(), hours: 1.0, seed: 1, start_ms: DEFAULT_START_MS };
+        let opts = GenOptions {
+            scenario: "nope".into(),
+            hours: 1.0,
+            seed: 1,
+            start_ms: DEFAULT_START_MS,
+        };
         assert!(generate(&opts, &mut Vec::new()).is_err());
     }
 }

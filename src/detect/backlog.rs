@@ -14,6 +14,9 @@ use crate::config::BacklogConfig;
 
 /// Smoothing of the consumption rate: about a minute at 10 s intervals.
 const RATE_ALPHA: f64 = 0.15;
+/// Intervals (30 s at 10 s) over which consumers must have made some progress: scrapes every
+/// 15 s leave single intervals without any.
+const PROGRESS_INTERVALS: usize = 3;
 /// Share of the average step that each quarter of the window must rise by.
 const MIN_STEP_SHARE: f64 = 0.25;
 /// Share of the window's peak the backlog must still be at to count as growing.
@@ -36,13 +39,23 @@ pub struct BacklogInput {
 pub struct BacklogDetector {
     cfg: BacklogConfig,
     rate: Option<f64>,
+    /// Messages consumed in each of the last few intervals: no progress at all is a stall.
+    recent: [f64; PROGRESS_INTERVALS],
+    intervals: usize,
     samples: VecDeque<(i64, f64)>,
     active: bool,
 }
 
 impl BacklogDetector {
     pub fn new(cfg: &BacklogConfig) -> Self {
-        BacklogDetector { cfg: cfg.clone(), rate: None, samples: VecDeque::new(), active: false }
+        BacklogDetector {
+            cfg: cfg.clone(),
+            rate: None,
+            recent: [0.0; PROGRESS_INTERVALS],
+            intervals: 0,
+            samples: VecDeque::new(),
+            active: false,
+        }
     }
 
     pub fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {
@@ -52,14 +65,21 @@ impl BacklogDetector {
             Some(r) => r + RATE_ALPHA * (now_rate - r),
         };
         self.rate = Some(rate);
+        self.recent[self.intervals % PROGRESS_INTERVALS] = x.consumed;
+        self.intervals += 1;
+        let progressing = self.recent.iter().sum::<f64>() > 0.0;
         let window_ms = self.cfg.growth_window.as_millis() as i64;
         if x.fresh {
             self.samples.push_back((x.now, x.backlog));
         }
-        while self.samples.front().is_some_and(|&(t, _)| t <= x.now - window_ms) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(t, _)| t <= x.now - window_ms)
+        {
             self.samples.pop_front();
         }
-        if rate <= 0.0 {
+        if rate <= 0.0 || !progressing {
             self.active = false;
             return None;
         }
@@ -75,7 +95,8 @@ impl BacklogDetector {
             && rises_throughout(&self.samples)
             && x.backlog > first;
         let fire = growing && backlog_secs >= self.cfg.min_backlog_seconds;
-        let sustain = self.active && tau > 0.0 && backlog_secs >= self.cfg.min_backlog_seconds / 2.0;
+        let sustain =
+            self.active && tau > 0.0 && backlog_secs >= self.cfg.min_backlog_seconds / 2.0;
         self.active = fire || sustain;
         if !self.active {
             return None;
@@ -106,7 +127,9 @@ impl BacklogDetector {
 /// Whether the backlog rose through every quarter of the window, not in one burst: the median of
 /// each quarter must exceed the one before by a fair share of the average step.
 fn rises_throughout(samples: &VecDeque<(i64, f64)>) -> bool {
-    let (Some(&(t0, _)), Some(&(t1, _))) = (samples.front(), samples.back()) else { return false };
+    let (Some(&(t0, _)), Some(&(t1, _))) = (samples.front(), samples.back()) else {
+        return false;
+    };
     let span = (t1 - t0).max(1);
     let mut medians = [0.0; 4];
     for (q, m) in medians.iter_mut().enumerate() {
@@ -122,7 +145,10 @@ fn rises_throughout(samples: &VecDeque<(i64, f64)>) -> bool {
         *m = v[v.len() / 2];
     }
     let step = (medians[3] - medians[0]) / 3.0;
-    step > 0.0 && medians.windows(2).all(|w| w[1] - w[0] >= MIN_STEP_SHARE * step)
+    step > 0.0
+        && medians
+            .windows(2)
+            .all(|w| w[1] - w[0] >= MIN_STEP_SHARE * step)
 }
 
 /// Kendall's tau of the values against their order: 1 for a strictly rising run, 0 for no trend.
@@ -145,7 +171,13 @@ fn mann_kendall_tau(values: impl Iterator<Item = f64> + Clone) -> f64 {
 mod tests {
     use super::*;
 
-    fn run(d: &mut BacklogDetector, from_s: i64, secs: i64, lag: impl Fn(i64) -> f64, rate: f64) -> Option<i64> {
+    fn run(
+        d: &mut BacklogDetector,
+        from_s: i64,
+        secs: i64,
+        lag: impl Fn(i64) -> f64,
+        rate: f64,
+    ) -> Option<i64> {
         let mut first = None;
         for t in (from_s..from_s + secs).step_by(10) {
             let x = BacklogInput {
@@ -171,11 +203,23 @@ mod tests {
         let mut d = BacklogDetector::new(&BacklogConfig::default());
         assert!(run(&mut d, 0, 600, |t| 100.0 + noise(t), 100.0).is_none());
         // Producer outpaces the consumer by 30 messages/s from t=600.
-        let fired = run(&mut d, 600, 900, |t| 100.0 + noise(t) + 30.0 * (t - 600) as f64, 100.0);
+        let fired = run(
+            &mut d,
+            600,
+            900,
+            |t| 100.0 + noise(t) + 30.0 * (t - 600) as f64,
+            100.0,
+        );
         let t = fired.expect("fires");
         assert!(t - 600 <= 330, "fired after {} s", t - 600);
         let f = d
-            .on_interval(BacklogInput { now: 1_600_000, backlog: 30_000.0, fresh: true, consumed: 1000.0, interval_secs: 10.0 })
+            .on_interval(BacklogInput {
+                now: 1_600_000,
+                backlog: 30_000.0,
+                fresh: true,
+                consumed: 1000.0,
+                interval_secs: 10.0,
+            })
             .unwrap();
         assert!(f.summary.contains("s of consumption"), "{}", f.summary);
     }
@@ -192,6 +236,21 @@ mod tests {
             }
         };
         assert!(run(&mut d, 0, 1800, burst, 100.0).is_none());
+    }
+
+    #[test]
+    fn growth_stops_counting_once_consumers_stop() {
+        let mut d = BacklogDetector::new(&BacklogConfig::default());
+        let grow = |t: i64| 100.0 + 30.0 * t as f64;
+        assert!(run(&mut d, 0, 900, grow, 100.0).is_some());
+        assert!(
+            run(&mut d, 900, 30, grow, 0.0).is_some(),
+            "one quiet scrape is not a stop"
+        );
+        assert!(
+            run(&mut d, 930, 300, grow, 0.0).is_none(),
+            "a stall is not a backlog"
+        );
     }
 
     #[test]

@@ -56,11 +56,14 @@ impl LatencyDetector {
         let ratio = observed / expected.max(1e-3);
         let abnormal = z >= self.cfg.z_threshold && ratio >= self.cfg.min_ratio;
         self.streak = if abnormal { self.streak + 1 } else { 0 };
-        self.cusum = (self.cusum + z.min(2.0 * self.cfg.z_threshold) - self.cfg.drift_slack).max(0.0);
+        self.cusum =
+            (self.cusum + z.min(2.0 * self.cfg.z_threshold) - self.cfg.drift_slack).max(0.0);
 
         let spike = self.streak >= self.cfg.persistence;
         let drift = self.cusum >= self.cfg.drift_threshold && ratio >= self.cfg.min_ratio;
-        let sustained = self.active && z >= self.cfg.z_threshold / 2.0 && ratio >= 1.0 + (self.cfg.min_ratio - 1.0) / 2.0;
+        let sustained = self.active
+            && z >= self.cfg.z_threshold / 2.0
+            && ratio >= 1.0 + (self.cfg.min_ratio - 1.0) / 2.0;
         self.active = spike || drift || sustained;
         if !self.active {
             self.cusum = self.cusum.min(self.cfg.drift_threshold / 2.0);
@@ -70,8 +73,16 @@ impl LatencyDetector {
         let how = if spike || !drift { "" } else { ", drifting up" };
         Some(Finding {
             kind: AlertKind::Latency,
-            severity: if ratio >= self.cfg.critical_ratio { Severity::Critical } else { Severity::Warning },
-            detector: if drift && !spike { "latency_drift" } else { "latency_spike" },
+            severity: if ratio >= self.cfg.critical_ratio {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            detector: if drift && !spike {
+                "latency_drift"
+            } else {
+                "latency_spike"
+            },
             metric,
             observed,
             expected,
@@ -94,7 +105,12 @@ mod tests {
     use super::*;
 
     fn q(p50: f64, p99: f64) -> IntervalQuantiles {
-        IntervalQuantiles { count: 50, p50, p99, max: p99 * 1.2 }
+        IntervalQuantiles {
+            count: 50,
+            p50,
+            p99,
+            max: p99 * 1.2,
+        }
     }
 
     /// A noisy but steady service: p50 around 40 ms, p99 around 120 ms.
@@ -166,7 +182,12 @@ mod tests {
     fn empty_or_thin_intervals_are_not_judged() {
         let mut d = warmed();
         assert!(d.on_interval(None).is_none());
-        let thin = IntervalQuantiles { count: 2, p50: 900.0, p99: 900.0, max: 900.0 };
+        let thin = IntervalQuantiles {
+            count: 2,
+            p50: 900.0,
+            p99: 900.0,
+            max: 900.0,
+        };
         assert!(d.on_interval(Some(&thin)).is_none());
         assert!(d.on_interval(Some(&thin)).is_none());
     }

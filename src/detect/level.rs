@@ -14,7 +14,12 @@ pub struct LevelDetector {
 
 impl LevelDetector {
     pub fn new(cfg: &LevelConfig) -> Self {
-        LevelDetector { cfg: cfg.clone(), history: RobustHistory::new(cfg.history_intervals), streak: 0, active: false }
+        LevelDetector {
+            cfg: cfg.clone(),
+            history: RobustHistory::new(cfg.history_intervals),
+            streak: 0,
+            active: false,
+        }
     }
 
     pub fn on_interval(&mut self, value: Option<f64>) -> Option<Finding> {
@@ -28,7 +33,8 @@ impl LevelDetector {
         let z = robust_z(x, median, self.history.scale(), min_scale);
         let abnormal = z.abs() >= self.cfg.z_threshold;
         self.streak = if abnormal { self.streak + 1 } else { 0 };
-        self.active = self.streak >= self.cfg.persistence || (self.active && z.abs() >= self.cfg.z_threshold / 2.0);
+        self.active = self.streak >= self.cfg.persistence
+            || (self.active && z.abs() >= self.cfg.z_threshold / 2.0);
         if !self.active {
             self.history.push(x);
             return None;
@@ -36,7 +42,11 @@ impl LevelDetector {
         let dir = if z > 0.0 { "above" } else { "below" };
         Some(Finding {
             kind: AlertKind::Level,
-            severity: if z.abs() >= 2.0 * self.cfg.z_threshold { Severity::Critical } else { Severity::Warning },
+            severity: if z.abs() >= 2.0 * self.cfg.z_threshold {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             detector: "level_shift",
             metric: "value",
             observed: x,

@@ -39,28 +39,52 @@ impl GroupStallDetector {
     pub fn partition_stalled(&self, p: &PartitionView, members: &Gauge) -> bool {
         let frozen = p.seen_at - p.progress_at;
         let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
-        let limit = if rebalanced { self.cfg.stall_after_rebalance } else { self.cfg.stall_after };
+        let limit = if rebalanced {
+            self.cfg.stall_after_rebalance
+        } else {
+            self.cfg.stall_after
+        };
         p.lag.is_some_and(|l| l > 0.0) && frozen >= limit.as_millis() as i64
     }
 
-    pub fn on_interval(&self, group: &str, parts: &[PartitionView], members: &Gauge) -> Option<Finding> {
+    pub fn on_interval(
+        &self,
+        group: &str,
+        parts: &[PartitionView],
+        members: &Gauge,
+    ) -> Option<Finding> {
         let total_lag: f64 = parts.iter().filter_map(|p| p.lag).sum();
         let no_members_for = match members.last {
             Some(s) if s.value == 0.0 => s.ts - members.changed_at,
             _ => -1,
         };
-        let stopped = no_members_for >= self.cfg.no_members_after.as_millis() as i64 && total_lag > 0.0;
+        let stopped =
+            no_members_for >= self.cfg.no_members_after.as_millis() as i64 && total_lag > 0.0;
         let mut stalled: smallvec::SmallVec<[&PartitionView; 16]> = parts
             .iter()
-            .filter(|p| if stopped { p.lag.is_some_and(|l| l > 0.0) } else { self.partition_stalled(p, members) })
+            .filter(|p| {
+                if stopped {
+                    p.lag.is_some_and(|l| l > 0.0)
+                } else {
+                    self.partition_stalled(p, members)
+                }
+            })
             .collect();
         if stalled.is_empty() {
             return None;
         }
         stalled.sort_by_key(|p| (p.partition.parse::<u64>().unwrap_or(u64::MAX), p.partition));
-        let frozen_ms = stalled.iter().map(|p| p.seen_at - p.progress_at).max().unwrap_or(0);
+        let frozen_ms = stalled
+            .iter()
+            .map(|p| p.seen_at - p.progress_at)
+            .max()
+            .unwrap_or(0);
         let lag: f64 = stalled.iter().filter_map(|p| p.lag).sum();
-        let list = stalled.iter().map(|p| p.partition).collect::<Vec<_>>().join(",");
+        let list = stalled
+            .iter()
+            .map(|p| p.partition)
+            .collect::<Vec<_>>()
+            .join(",");
         let long = frozen_ms.max(no_members_for) >= self.cfg.critical_after.as_millis() as i64;
         let summary = if stopped {
             format!(
@@ -76,8 +100,16 @@ impl GroupStallDetector {
         };
         Some(Finding {
             kind: AlertKind::ConsumerStall,
-            severity: if stopped || long { Severity::Critical } else { Severity::Warning },
-            detector: if stopped { "group_stopped" } else { "partition_stalled" },
+            severity: if stopped || long {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            detector: if stopped {
+                "group_stopped"
+            } else {
+                "partition_stalled"
+            },
             metric: "kafka_consumergroup_lag",
             observed: lag,
             expected: 0.0,
@@ -108,7 +140,10 @@ pub struct QueueStallDetector {
 
 impl QueueStallDetector {
     pub fn new(cfg: &StallConfig) -> Self {
-        QueueStallDetector { cfg: cfg.clone(), ready_at_last_ack: None }
+        QueueStallDetector {
+            cfg: cfg.clone(),
+            ready_at_last_ack: None,
+        }
     }
 
     pub fn on_interval(&mut self, q: &QueueView) -> Option<Finding> {
@@ -126,16 +161,24 @@ impl QueueStallDetector {
                     "no_consumers",
                     for_ms,
                     ready,
-                    format!("no consumers for {} s while {ready:.0} messages are ready", for_ms / 1000),
+                    format!(
+                        "no consumers for {} s while {ready:.0} messages are ready",
+                        for_ms / 1000
+                    ),
                 ));
             }
         }
         let unacked = q.unacked.unwrap_or(0.0);
-        let (Some((acked_at, ready_then)), true) = (self.ready_at_last_ack, consumers.unwrap_or(0.0) > 0.0) else {
+        let (Some((acked_at, ready_then)), true) =
+            (self.ready_at_last_ack, consumers.unwrap_or(0.0) > 0.0)
+        else {
             return None;
         };
         let for_ms = q.acks.map_or(0, |(_, seen)| seen) - acked_at;
-        if unacked > 0.0 && ready > ready_then && for_ms >= self.cfg.no_acks_after.as_millis() as i64 {
+        if unacked > 0.0
+            && ready > ready_then
+            && for_ms >= self.cfg.no_acks_after.as_millis() as i64
+        {
             return Some(self.finding(
                 "unacked_stuck",
                 for_ms,
@@ -153,7 +196,11 @@ impl QueueStallDetector {
         let critical = for_ms >= self.cfg.critical_after.as_millis() as i64;
         Finding {
             kind: AlertKind::ConsumerStall,
-            severity: if critical { Severity::Critical } else { Severity::Warning },
+            severity: if critical {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             detector,
             metric: "rabbitmq_queue_messages_ready",
             observed: ready,
@@ -178,7 +225,12 @@ mod tests {
     }
 
     fn part(partition: &str, lag: f64, progress_at: i64) -> PartitionView<'_> {
-        PartitionView { partition, lag: Some(lag), progress_at, seen_at: NOW }
+        PartitionView {
+            partition,
+            lag: Some(lag),
+            progress_at,
+            seen_at: NOW,
+        }
     }
 
     const NOW: i64 = 100 * S;
@@ -187,7 +239,11 @@ mod tests {
     fn stalls_when_committed_offset_freezes_with_lag() {
         let d = GroupStallDetector::new(&StallConfig::default());
         let m = members(4.0, 0);
-        let parts = [part("0", 10.0, 100 * S), part("3", 900.0, 50 * S), part("7", 400.0, 40 * S)];
+        let parts = [
+            part("0", 10.0, 100 * S),
+            part("3", 900.0, 50 * S),
+            part("7", 400.0, 40 * S),
+        ];
         let f = d.on_interval("auth", &parts, &m).expect("stalled");
         assert_eq!(f.detail, vec![("partitions", "3,7".to_string())]);
         assert_eq!(f.observed, 1300.0);
@@ -199,7 +255,9 @@ mod tests {
         let d = GroupStallDetector::new(&StallConfig::default());
         let m = members(4.0, 0);
         assert!(d.on_interval("g", &[part("0", 0.0, 0)], &m).is_none());
-        assert!(d.on_interval("g", &[part("0", 500.0, 70 * S)], &m).is_none());
+        assert!(d
+            .on_interval("g", &[part("0", 500.0, 70 * S)], &m)
+            .is_none());
     }
 
     #[test]
@@ -233,28 +291,52 @@ mod tests {
     }
 
     /// A queue observed at `now`: consumers unchanged since `consumers_since`, acks since `acks_at`.
-    fn queue(now: i64, ready: f64, unacked: f64, consumers: f64, consumers_since: i64, acks_at: i64) -> QueueView {
+    fn queue(
+        now: i64,
+        ready: f64,
+        unacked: f64,
+        consumers: f64,
+        consumers_since: i64,
+        acks_at: i64,
+    ) -> QueueView {
         let mut c = members(consumers, consumers_since);
         c.update(now, consumers);
-        QueueView { ready: Some(ready), unacked: Some(unacked), consumers: c, acks: Some((acks_at, now)) }
+        QueueView {
+            ready: Some(ready),
+            unacked: Some(unacked),
+            consumers: c,
+            acks: Some((acks_at, now)),
+        }
     }
 
     #[test]
     fn queue_without_consumers_stalls() {
         let mut d = QueueStallDetector::new(&StallConfig::default());
-        assert!(d.on_interval(&queue(10 * S, 100.0, 0.0, 0.0, 0, 0)).is_none());
-        let f = d.on_interval(&queue(30 * S, 300.0, 0.0, 0.0, 0, 0)).expect("stall");
+        assert!(d
+            .on_interval(&queue(10 * S, 100.0, 0.0, 0.0, 0, 0))
+            .is_none());
+        let f = d
+            .on_interval(&queue(30 * S, 300.0, 0.0, 0.0, 0, 0))
+            .expect("stall");
         assert_eq!(f.detector, "no_consumers");
         let mut idle = QueueStallDetector::new(&StallConfig::default());
-        assert!(idle.on_interval(&queue(300 * S, 0.0, 0.0, 0.0, 0, 0)).is_none());
+        assert!(idle
+            .on_interval(&queue(300 * S, 0.0, 0.0, 0.0, 0, 0))
+            .is_none());
     }
 
     #[test]
     fn queue_with_unacked_pinned_and_no_acks_stalls() {
         let mut d = QueueStallDetector::new(&StallConfig::default());
-        assert!(d.on_interval(&queue(10 * S, 20.0, 50.0, 2.0, 0, 10 * S)).is_none());
-        assert!(d.on_interval(&queue(30 * S, 400.0, 50.0, 2.0, 0, 10 * S)).is_none());
-        let f = d.on_interval(&queue(60 * S, 900.0, 50.0, 2.0, 0, 10 * S)).expect("stall");
+        assert!(d
+            .on_interval(&queue(10 * S, 20.0, 50.0, 2.0, 0, 10 * S))
+            .is_none());
+        assert!(d
+            .on_interval(&queue(30 * S, 400.0, 50.0, 2.0, 0, 10 * S))
+            .is_none());
+        let f = d
+            .on_interval(&queue(60 * S, 900.0, 50.0, 2.0, 0, 10 * S))
+            .expect("stall");
         assert_eq!(f.detector, "unacked_stuck");
         assert!(f.summary.contains("from 20 to 900"), "{}", f.summary);
     }
@@ -263,7 +345,9 @@ mod tests {
     fn an_idle_queue_with_no_acks_is_fine() {
         let mut d = QueueStallDetector::new(&StallConfig::default());
         for t in 1..30 {
-            assert!(d.on_interval(&queue(t * 10 * S, 0.0, 0.0, 2.0, 0, 0)).is_none());
+            assert!(d
+                .on_interval(&queue(t * 10 * S, 0.0, 0.0, 2.0, 0, 0))
+                .is_none());
         }
     }
 }

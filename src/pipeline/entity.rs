@@ -9,8 +9,8 @@ use smallvec::SmallVec;
 use crate::alert::{Alert, AlertTrack, Entity};
 use crate::config::DetectorConfig;
 use crate::detect::{
-    BacklogDetector, BacklogInput, GroupStallDetector, LatencyDetector, LevelDetector, PartitionView,
-    QueueStallDetector, QueueView,
+    BacklogDetector, BacklogInput, GroupStallDetector, LatencyDetector, LevelDetector,
+    PartitionView, QueueStallDetector, QueueView,
 };
 use crate::window::{Counter, Gauge, LatencyWindow};
 
@@ -22,7 +22,11 @@ pub struct KafkaTopic {
 
 impl KafkaTopic {
     pub fn partition_index(&mut self, label: &str) -> u32 {
-        if let Some(i) = self.partitions.iter().position(|(p, _)| p.as_ref() == label) {
+        if let Some(i) = self
+            .partitions
+            .iter()
+            .position(|(p, _)| p.as_ref() == label)
+        {
             return i as u32;
         }
         self.partitions.push((label.into(), Gauge::default()));
@@ -81,12 +85,21 @@ impl KafkaGroup {
         (self.partitions.len() - 1) as u32
     }
 
-    pub fn close(&mut self, now: i64, interval_secs: f64, topic: &KafkaTopic, out: &mut impl FnMut(Alert)) {
+    pub fn close(
+        &mut self,
+        now: i64,
+        interval_secs: f64,
+        topic: &KafkaTopic,
+        out: &mut impl FnMut(Alert),
+    ) {
         let mut views: SmallVec<[PartitionView; 32]> = SmallVec::new();
         let mut consumed = 0.0;
         for p in &mut self.partitions {
             let (label, end) = &topic.partitions[p.topic_partition as usize];
-            let lag = p.lag.value().or_else(|| Some(end.value()? - p.committed.gauge.value()?).map(|l| l.max(0.0)));
+            let lag = p
+                .lag
+                .value()
+                .or_else(|| Some(end.value()? - p.committed.gauge.value()?).map(|l| l.max(0.0)));
             if lag == Some(0.0) {
                 p.lag_zero_at = now;
             }
@@ -104,7 +117,13 @@ impl KafkaGroup {
             .filter_map(|v| v.lag)
             .sum();
         let stall = self.stall.on_interval(&self.group, &views, &self.members);
-        let growth = self.backlog.on_interval(BacklogInput { now, backlog, fresh: self.fresh, consumed, interval_secs });
+        let growth = self.backlog.on_interval(BacklogInput {
+            now,
+            backlog,
+            fresh: self.fresh,
+            consumed,
+            interval_secs,
+        });
         self.fresh = false;
         emit(&mut self.stall_track, now, &self.entity, stall, out);
         emit(&mut self.backlog_track, now, &self.entity, growth, out);
@@ -170,8 +189,15 @@ impl RabbitQueue {
 
     pub fn close(&mut self, now: i64, interval_secs: f64, out: &mut impl FnMut(Alert)) {
         // Without acks (auto-ack consumers) deliveries are the progress signal.
-        let progress = if self.acked.gauge.last.is_some() { &mut self.acked } else { &mut self.delivered };
-        let acks = progress.gauge.last.map(|s| (progress.gauge.changed_at, s.ts));
+        let progress = if self.acked.gauge.last.is_some() {
+            &mut self.acked
+        } else {
+            &mut self.delivered
+        };
+        let acks = progress
+            .gauge
+            .last
+            .map(|s| (progress.gauge.changed_at, s.ts));
         let consumed = progress.take_interval_increase();
         let view = QueueView {
             ready: self.ready.value(),
@@ -204,14 +230,19 @@ impl LatencySeries {
     pub fn new(entity: Arc<Entity>, cfg: &DetectorConfig) -> Self {
         LatencySeries {
             entity,
-            window: LatencyWindow::new(cfg.latency.window_intervals, cfg.latency.significant_digits),
+            window: LatencyWindow::new(
+                cfg.latency.window_intervals,
+                cfg.latency.significant_digits,
+            ),
             detector: LatencyDetector::new(&cfg.latency),
             track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
         }
     }
 
     pub fn close(&mut self, now: i64, slot: i64, out: &mut impl FnMut(Alert)) {
-        let finding = self.detector.on_interval(self.window.interval(slot).as_ref());
+        let finding = self
+            .detector
+            .on_interval(self.window.interval(slot).as_ref());
         emit(&mut self.track, now, &self.entity, finding, out);
     }
 }
@@ -243,7 +274,13 @@ impl GenericSeries {
     }
 }
 
-fn emit(track: &mut AlertTrack, now: i64, entity: &Entity, f: Option<crate::detect::Finding>, out: &mut impl FnMut(Alert)) {
+fn emit(
+    track: &mut AlertTrack,
+    now: i64,
+    entity: &Entity,
+    f: Option<crate::detect::Finding>,
+    out: &mut impl FnMut(Alert),
+) {
     if let Some(a) = track.observe(now, entity, f) {
         out(a);
     }

@@ -75,7 +75,15 @@ impl Pipeline {
                     .expect("spawn worker thread"),
             );
         }
-        (Pipeline { config, senders, recycle, workers }, alert_rx)
+        (
+            Pipeline {
+                config,
+                senders,
+                recycle,
+                workers,
+            },
+            alert_rx,
+        )
     }
 
     pub fn ingest(&self) -> Ingest {
@@ -133,12 +141,19 @@ impl Ingest {
             None => {
                 let w = (shard_hash(ev, series) % n) as usize;
                 self.shard_of.insert(series, w as u32);
-                let info = Arc::new(SeriesInfo { key: ev.to_key(), family: Family::of(&ev.name) });
+                let info = Arc::new(SeriesInfo {
+                    key: ev.to_key(),
+                    family: Family::of(&ev.name),
+                });
                 self.pending[w].push(Msg::Register(series, info));
                 w
             }
         };
-        self.pending[worker].push(Msg::Sample { series, ts: ev.ts, value: ev.value });
+        self.pending[worker].push(Msg::Sample {
+            series,
+            ts: ev.ts,
+            value: ev.value,
+        });
         if ev.ts > self.max_ts {
             self.max_ts = ev.ts;
         }
@@ -169,9 +184,15 @@ impl Ingest {
     }
 
     fn send(&mut self, worker: usize) {
-        let fresh = self.recycle.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.batch_size));
+        let fresh = self
+            .recycle
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.batch_size));
         let msgs = std::mem::replace(&mut self.pending[worker], fresh);
-        let batch = Batch { msgs, watermark: self.watermark() };
+        let batch = Batch {
+            msgs,
+            watermark: self.watermark(),
+        };
         match self.backpressure {
             Backpressure::Block => {
                 // A closed channel means the pipeline is shutting down: nothing left to deliver to.
@@ -180,7 +201,11 @@ impl Ingest {
             Backpressure::Drop => match self.senders[worker].try_send(batch) {
                 Ok(()) => {}
                 Err(TrySendError::Full(b)) => {
-                    self.stats.dropped_backpressure += b.msgs.iter().filter(|m| matches!(m, Msg::Sample { .. })).count() as u64;
+                    self.stats.dropped_backpressure += b
+                        .msgs
+                        .iter()
+                        .filter(|m| matches!(m, Msg::Sample { .. }))
+                        .count() as u64;
                     // Registrations must not be lost with the batch, or the series is unknown forever.
                     self.shard_of.retain(|_, w| *w as usize != worker);
                 }

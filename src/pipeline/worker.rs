@@ -9,7 +9,9 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxHashMap;
 
-use super::entity::{GenericSeries, KafkaGroup, KafkaTopic, LatencySeries, QueueField, RabbitQueue};
+use super::entity::{
+    GenericSeries, KafkaGroup, KafkaTopic, LatencySeries, QueueField, RabbitQueue,
+};
 use super::{Batch, Msg, SeriesInfo};
 use crate::alert::{Alert, Entity};
 use crate::config::Config;
@@ -94,8 +96,14 @@ impl Worker {
             }
         }
         self.stats.series = self.routes.len() as u64;
-        self.stats.entities = (self.groups.len() + self.queues.len() + self.latencies.len() + self.generics.len()) as u64;
-        self.stats.histogram_bytes = self.latencies.iter().map(|l| l.window.memory_bytes() as u64).sum();
+        self.stats.entities =
+            (self.groups.len() + self.queues.len() + self.latencies.len() + self.generics.len())
+                as u64;
+        self.stats.histogram_bytes = self
+            .latencies
+            .iter()
+            .map(|l| l.window.memory_bytes() as u64)
+            .sum();
         self.stats
     }
 
@@ -109,11 +117,16 @@ impl Worker {
             }
             Some(_) => self.advance(ts - self.lateness),
         }
-        let Some(&route) = self.routes.get(&series) else { return };
+        let Some(&route) = self.routes.get(&series) else {
+            return;
+        };
         self.stats.samples += 1;
         self.max_ts = self.max_ts.max(ts);
         match route {
-            Route::LogEnd { topic, partition } => self.topics[topic as usize].partitions[partition as usize].1.update(ts, value),
+            Route::LogEnd { topic, partition } => self.topics[topic as usize].partitions
+                [partition as usize]
+                .1
+                .update(ts, value),
             Route::Committed { group, partition } => {
                 let g = &mut self.groups[group as usize];
                 g.partitions[partition as usize].committed.update(ts, value);
@@ -141,7 +154,9 @@ impl Worker {
 
     /// Closes every slot that ends at or before the watermark.
     fn advance(&mut self, watermark: i64) {
-        let Some(mut open) = self.open_slot else { return };
+        let Some(mut open) = self.open_slot else {
+            return;
+        };
         let target = watermark.div_euclid(self.interval); // first slot still open
         if target - open > MAX_CATCH_UP {
             self.close(open);
@@ -192,14 +207,17 @@ impl Worker {
             Family::KafkaCommittedOffset | Family::KafkaLag => {
                 let group = self.group_id(key);
                 let g = &mut self.groups[group as usize];
-                let partition = g.partition_index(&mut self.topics[g.topic as usize], l("partition"));
+                let partition =
+                    g.partition_index(&mut self.topics[g.topic as usize], l("partition"));
                 if info.family == Family::KafkaLag {
                     Route::Lag { group, partition }
                 } else {
                     Route::Committed { group, partition }
                 }
             }
-            Family::KafkaMembers => Route::Members { group: self.group_id(key) },
+            Family::KafkaMembers => Route::Members {
+                group: self.group_id(key),
+            },
             Family::RabbitReady => self.queue_route(key, QueueField::Ready),
             Family::RabbitUnacked => self.queue_route(key, QueueField::Unacked),
             Family::RabbitConsumers => self.queue_route(key, QueueField::Consumers),
@@ -225,7 +243,8 @@ impl Worker {
     }
 
     fn detectors_for(&self, labels: &[(Box<str>, Box<str>)]) -> crate::config::DetectorConfig {
-        self.config.detectors_for(labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+        self.config
+            .detectors_for(labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
 
     fn topic_id(&mut self, cluster: &str, topic: &str) -> u32 {
@@ -249,7 +268,8 @@ impl Worker {
         let labels = entity_labels(key, &["cluster", "topic", "consumergroup"]);
         let cfg = self.detectors_for(&labels);
         let entity = Entity::new(labels, format!("{}/{}", l("topic"), l("consumergroup")));
-        self.groups.push(KafkaGroup::new(topic, entity, l("consumergroup"), &cfg));
+        self.groups
+            .push(KafkaGroup::new(topic, entity, l("consumergroup"), &cfg));
         let id = (self.groups.len() - 1) as u32;
         self.group_ids.insert(gk, id);
         id
@@ -263,7 +283,8 @@ impl Worker {
             None => {
                 let cfg = self.detectors_for(&labels);
                 let display = format!("queue {}", key.label("queue").unwrap_or(""));
-                self.queues.push(RabbitQueue::new(Entity::new(labels, display), &cfg));
+                self.queues
+                    .push(RabbitQueue::new(Entity::new(labels, display), &cfg));
                 let id = (self.queues.len() - 1) as u32;
                 self.queue_ids.insert(qk, id);
                 id
@@ -274,11 +295,18 @@ impl Worker {
 }
 
 fn entity_labels(key: &SeriesKey, names: &[&str]) -> Vec<(Box<str>, Box<str>)> {
-    names.iter().filter_map(|&n| key.label(n).map(|v| (n.into(), v.into()))).collect()
+    names
+        .iter()
+        .filter_map(|&n| key.label(n).map(|v| (n.into(), v.into())))
+        .collect()
 }
 
 fn latency_display(key: &SeriesKey) -> String {
-    match (key.label("topic"), key.label("consumergroup"), key.label("queue")) {
+    match (
+        key.label("topic"),
+        key.label("consumergroup"),
+        key.label("queue"),
+    ) {
         (Some(t), Some(g), _) => format!("{t}/{g}"),
         (Some(t), None, _) => t.to_string(),
         (None, _, Some(q)) => format!("queue {q}"),

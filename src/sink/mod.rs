@@ -28,17 +28,29 @@ pub struct JsonlSink {
 
 impl JsonlSink {
     pub fn stdout() -> Self {
-        JsonlSink { name: "stdout".into(), out: Box::new(BufWriter::new(io::stdout())) }
+        JsonlSink {
+            name: "stdout".into(),
+            out: Box::new(BufWriter::new(io::stdout())),
+        }
     }
 
     pub fn file(path: &Path) -> Result<Self, SinkError> {
         let name = path.display().to_string();
-        let f = File::create(path).map_err(|source| SinkError::Io { sink: name.clone(), source })?;
-        Ok(JsonlSink { name, out: Box::new(BufWriter::new(f)) })
+        let f = File::create(path).map_err(|source| SinkError::Io {
+            sink: name.clone(),
+            source,
+        })?;
+        Ok(JsonlSink {
+            name,
+            out: Box::new(BufWriter::new(f)),
+        })
     }
 
     fn io(&self, source: io::Error) -> SinkError {
-        SinkError::Io { sink: self.name.clone(), source }
+        SinkError::Io {
+            sink: self.name.clone(),
+            source,
+        }
     }
 }
 

@@ -38,9 +38,17 @@ impl FileSource {
     ) -> Result<(), FileError> {
         for path in &self.paths {
             let name = path.display().to_string();
-            let io_err = |source| FileError::Io { path: name.clone(), source };
+            let io_err = |source| FileError::Io {
+                path: name.clone(),
+                source,
+            };
             let reader = open(path).map_err(io_err)?;
-            let mut ctx = Ctx { name: &name, ingest, report: &mut report, on_error: self.on_error };
+            let mut ctx = Ctx {
+                name: &name,
+                ingest,
+                report: &mut report,
+                on_error: self.on_error,
+            };
             read_lines(reader, &mut ctx, &mut progress).map_err(|e| match e {
                 LineError::Io(source) => io_err(source),
                 LineError::Stop(e) => FileError::Input(e),
@@ -80,7 +88,12 @@ fn read_lines<R: FnMut(&InputError)>(
     let mut buf = Vec::with_capacity(4096);
     let mut line_no = 0u64;
     // A file that opens with '[' is one JSON array, however it is laid out.
-    let first = reader.fill_buf().map_err(LineError::Io)?.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let first = reader
+        .fill_buf()
+        .map_err(LineError::Io)?
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .copied();
     if first == Some(b'[') {
         reader.read_to_end(&mut buf).map_err(LineError::Io)?;
         progress(buf.len() as u64);
@@ -110,13 +123,22 @@ impl std::fmt::Display for LineNo {
     }
 }
 
-fn apply<R: FnMut(&InputError)>(ctx: &mut Ctx<'_, R>, bytes: &[u8], at: &dyn std::fmt::Display) -> Result<(), LineError> {
+fn apply<R: FnMut(&InputError)>(
+    ctx: &mut Ctx<'_, R>,
+    bytes: &[u8],
+    at: &dyn std::fmt::Display,
+) -> Result<(), LineError> {
     let mut refused = Vec::new();
     match std::str::from_utf8(bytes) {
-        Err(e) => refused.push(ParseError::new(ErrorReason::NotJson, format!("not UTF-8: {e}"))),
+        Err(e) => refused.push(ParseError::new(
+            ErrorReason::NotJson,
+            format!("not UTF-8: {e}"),
+        )),
         Ok(text) => parse_events(text, |r| match r {
             // In stop mode nothing after the first refusal is applied.
-            Ok(ev) if refused.is_empty() || ctx.on_error == OnError::Continue => ctx.ingest.push(&ev),
+            Ok(ev) if refused.is_empty() || ctx.on_error == OnError::Continue => {
+                ctx.ingest.push(&ev)
+            }
             Ok(_) => {}
             Err(e) => refused.push(e),
         }),
@@ -124,7 +146,13 @@ fn apply<R: FnMut(&InputError)>(ctx: &mut Ctx<'_, R>, bytes: &[u8], at: &dyn std
     let mut first = None;
     for error in refused {
         ctx.ingest.reject(error.reason);
-        let e = InputError { location: Location { source: ctx.name.to_string(), position: at.to_string() }, error };
+        let e = InputError {
+            location: Location {
+                source: ctx.name.to_string(),
+                position: at.to_string(),
+            },
+            error,
+        };
         (ctx.report)(&e);
         first.get_or_insert(e);
     }

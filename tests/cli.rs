@@ -1,0 +1,166 @@
+//! The `mqwatch` binary as a user meets it: bad input is reported with file and line, counted by
+//! reason, and never stops the run (unless --strict); usage errors exit 2.
+
+mod common;
+
+use std::process::Command;
+
+fn mqwatch(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mqwatch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn mixed_input(dir: &std::path::Path) -> std::path::PathBuf {
+    // A queue loses its consumers at minute 20; bad lines are sprinkled in between.
+    let mut lines = Vec::new();
+    for s in (0..3600).step_by(15) {
+        let ts = 1_767_225_600_000i64 + s * 1000;
+        let gone = (1200..2400).contains(&s);
+        let l = r#"{"cluster":"r","vhost":"/","queue":"risk.scoring"}"#;
+        let ready = if gone { (s - 1200) * 30 } else { 3 };
+        let consumers = if gone { 0 } else { 3 };
+        lines.push(format!(
+            r#"{{"ts":{ts},"name":"rabbitmq_queue_messages_ready","labels":{l},"value":{ready}}}"#
+        ));
+        lines.push(format!(
+            r#"{{"ts":{ts},"name":"rabbitmq_queue_consumers","labels":{l},"value":{consumers}}}"#
+        ));
+        if s == 600 {
+            lines.push("this is not json".into());
+            lines.push(r#"{"ts":1767225600000,"name":"message_latency_ms","value":-5}"#.into());
+            lines.push(r#"{"ts":1767225600,"name":"x","value":1}"#.into());
+            lines.push(r#"{"ts":1767225600000,"value":1}"#.into());
+        }
+    }
+    common::write_lines(dir, "mixed.jsonl", &lines)
+}
+
+#[test]
+fn bad_lines_are_reported_counted_and_skipped_without_losing_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = mixed_input(dir.path());
+    let (code, stdout, stderr) = mqwatch(&["replay", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("mixed.jsonl:line 83: not_json"), "{stderr}");
+    assert!(stderr.contains("negative_latency: 1"), "{stderr}");
+    assert!(
+        stderr.contains("absurd_timestamp: 1") && stderr.contains("missing_field: 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("480 events accepted, 4 refused"),
+        "{stderr}"
+    );
+    let alerts: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Fires as a warning, escalates to critical after 5 minutes, resolves: one episode, one id.
+    let states: Vec<(&str, &str)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["state"].as_str().unwrap(),
+                a["severity"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("firing", "warning"),
+            ("firing", "critical"),
+            ("resolved", "critical")
+        ],
+        "{stdout}"
+    );
+    assert!(alerts
+        .iter()
+        .all(|a| a["id"] == alerts[0]["id"] && a["kind"] == "consumer_stall"));
+    assert_eq!(alerts[0]["labels"]["queue"], "risk.scoring");
+}
+
+#[test]
+fn strict_mode_stops_at_the_first_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = mixed_input(dir.path());
+    let (code, stdout, stderr) = mqwatch(&["replay", "--strict", f.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.lines().last().unwrap().contains("line 83: not_json"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty());
+}
+
+#[test]
+fn usage_and_config_errors_exit_2_with_one_clear_line() {
+    let (code, _, stderr) = mqwatch(&["replay", "/nonexistent.jsonl"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no such file: /nonexistent.jsonl"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[engine]\nintervall = \"1s\"\n").unwrap();
+    let f = common::write_lines(dir.path(), "e.jsonl", &[]);
+    let (code, _, stderr) = mqwatch(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("intervall"), "{stderr}");
+    assert_eq!(
+        mqwatch(&[
+            "gen",
+            "--scenario",
+            "nope",
+            "--out",
+            dir.path().to_str().unwrap()
+        ])
+        .0,
+        2
+    );
+    assert_eq!(mqwatch(&["frobnicate"]).0, 2);
+}
+
+#[test]
+fn gen_then_eval_reports_a_scorecard() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let (code, _, stderr) = mqwatch(&[
+        "gen",
+        "--scenario",
+        "group-stop",
+        "--hours",
+        "3",
+        "--seed",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+        "--gzip",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let events = out.join("events.jsonl.gz");
+    let labels = out.join("labels.json");
+    let (code, stdout, _) = mqwatch(&[
+        "eval",
+        "--events",
+        events.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["recall"], 1.0);
+    assert!(r["incidents"].as_u64().unwrap() >= 2);
+}
