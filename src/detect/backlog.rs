@@ -42,6 +42,8 @@ pub struct BacklogDetector {
     /// Messages consumed in each of the last few intervals: no progress at all is a stall.
     recent: [f64; PROGRESS_INTERVALS],
     intervals: usize,
+    /// The last time consumers had made no progress: growth counts only after it.
+    stalled_at: i64,
     samples: VecDeque<(i64, f64)>,
     active: bool,
 }
@@ -53,6 +55,7 @@ impl BacklogDetector {
             rate: None,
             recent: [0.0; PROGRESS_INTERVALS],
             intervals: 0,
+            stalled_at: i64::MIN,
             samples: VecDeque::new(),
             active: false,
         }
@@ -80,12 +83,15 @@ impl BacklogDetector {
             self.samples.pop_front();
         }
         if rate <= 0.0 || !progressing {
+            self.stalled_at = x.now;
             self.active = false;
             return None;
         }
         let backlog_secs = x.backlog / rate;
         let (first_t, first) = *self.samples.front()?;
-        let covered = x.now - first_t >= window_ms * 3 / 4;
+        // The whole window must be one of progress: what piled up during a stall and drains now
+        // is the stall's story, not a backlog's.
+        let covered = x.now - first_t >= window_ms * 3 / 4 && x.now.saturating_sub(self.stalled_at) >= window_ms;
         let tau = mann_kendall_tau(self.samples.iter().map(|s| s.1));
         // Still at its peak: a burst already draining is not growth, however it rose.
         let peak = self.samples.iter().map(|s| s.1).fold(f64::MIN, f64::max);

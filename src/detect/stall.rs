@@ -37,7 +37,8 @@ impl GroupStallDetector {
 
     /// Whether this partition counts as stalled now (also used to keep it out of backlog totals).
     pub fn partition_stalled(&self, p: &PartitionView, members: &Gauge) -> bool {
-        let frozen = p.seen_at - p.progress_at;
+        // Without committed offsets (seen_at is MIN) nothing can be judged frozen.
+        let frozen = p.seen_at.saturating_sub(p.progress_at);
         let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
         let limit = if rebalanced {
             self.cfg.stall_after_rebalance
@@ -265,6 +266,14 @@ mod tests {
         let d = GroupStallDetector::new(&StallConfig::default());
         let mut p = part("0", 500.0, 70 * S);
         p.seen_at = 80 * S; // nothing heard since: the freeze is only 10 s long as far as we know
+        assert!(d.on_interval("g", &[p], &members(4.0, 0)).is_none());
+    }
+
+    #[test]
+    fn lag_without_committed_offsets_is_never_a_stall() {
+        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut p = part("0", 500.0, 90 * S);
+        p.seen_at = i64::MIN;
         assert!(d.on_interval("g", &[p], &members(4.0, 0)).is_none());
     }
 
