@@ -276,9 +276,10 @@ fn print_summary(r: &ReplayReport) {
         eprintln!("refused: ... and {} more", r.input.total_errors() - shown);
     }
     eprintln!(
-        "{}; {} series, {} late; {} alert updates; {:.2} s, {:.0} events/s",
+        "{}; {} series ({} KiB of latency histograms), {} late; {} alert updates; {:.2} s, {:.0} events/s",
         r.input,
         r.workers.series,
+        r.workers.histogram_bytes / 1024,
         r.workers.late,
         r.alert_updates,
         r.elapsed.as_secs_f64(),

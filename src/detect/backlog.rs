@@ -91,7 +91,8 @@ impl BacklogDetector {
         let (first_t, first) = *self.samples.front()?;
         // The whole window must be one of progress: what piled up during a stall and drains now
         // is the stall's story, not a backlog's.
-        let covered = x.now - first_t >= window_ms * 3 / 4 && x.now.saturating_sub(self.stalled_at) >= window_ms;
+        let covered = x.now - first_t >= window_ms * 3 / 4
+            && x.now.saturating_sub(self.stalled_at) >= window_ms;
         let tau = mann_kendall_tau(self.samples.iter().map(|s| s.1));
         // Still at its peak: a burst already draining is not growth, however it rose.
         let peak = self.samples.iter().map(|s| s.1).fold(f64::MIN, f64::max);
