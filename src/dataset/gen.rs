@@ -118,6 +118,17 @@ struct Latency {
 }
 
 impl Latency {
+    fn steady(labels: BTreeMap<String, String>, base_ms: f64) -> Latency {
+        Latency {
+            labels,
+            base_ms,
+            rate: 3.0,
+            target: 1.0,
+            ramp_from: 0,
+            ramp_s: 0.0,
+        }
+    }
+
     fn factor(&self, t: u64) -> f64 {
         if self.ramp_s <= 0.0 {
             return self.target;
@@ -206,25 +217,11 @@ impl World {
                 ("topic", topics[g.topic].name),
                 ("consumergroup", g.name),
             ]);
-            latencies.push(Latency {
-                labels,
-                base_ms: base,
-                rate: 3.0,
-                target: 1.0,
-                ramp_from: 0,
-                ramp_s: 0.0,
-            });
+            latencies.push(Latency::steady(labels, base));
         }
         for (q, base) in queues.iter().zip([20.0, 60.0, 35.0]) {
             let labels = labels(&[("cluster", RABBIT), ("vhost", "/"), ("queue", q.name)]);
-            latencies.push(Latency {
-                labels,
-                base_ms: base,
-                rate: 3.0,
-                target: 1.0,
-                ramp_from: 0,
-                ramp_s: 0.0,
-            });
+            latencies.push(Latency::steady(labels, base));
         }
         World {
             topics,
