@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub engine: EngineConfig,
@@ -25,6 +25,23 @@ pub struct Config {
     pub detectors: DetectorConfig,
     #[serde(rename = "override")]
     pub overrides: Vec<Override>,
+    /// Watch a RabbitMQ broker and publish alerts to it (live mode, `mqwatch run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<crate::rabbitmq::RabbitConfig>,
+    /// Alerts on stdout (JSONL) in live mode.
+    pub stdout: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            engine: EngineConfig::default(),
+            detectors: DetectorConfig::default(),
+            overrides: Vec::new(),
+            rabbitmq: None,
+            stdout: true,
+        }
+    }
 }
 
 /// What to do when a worker's queue is full.
@@ -264,8 +281,9 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        const SECTIONS: [&str; 7] = [
-            "engine", "latency", "backlog", "stall", "level", "alerts", "override",
+        const SECTIONS: [&str; 9] = [
+            "engine", "latency", "backlog", "stall", "level", "alerts", "override", "rabbitmq",
+            "stdout",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -292,6 +310,9 @@ impl Config {
         }
         if e.batch_size == 0 || e.queue_batches == 0 {
             return Err("engine.batch_size and engine.queue_batches must be positive".into());
+        }
+        if let Some(r) = &self.rabbitmq {
+            r.validate()?;
         }
         if !(1..=5).contains(&self.detectors.latency.significant_digits) {
             return Err("latency.significant_digits must be 1 to 5".into());

@@ -117,6 +117,8 @@ pub enum Family {
     RabbitPublished,
     RabbitDelivered,
     RabbitAcked,
+    RabbitRedelivered,
+    RabbitUtilisation,
     Latency,
     Generic,
 }
@@ -134,6 +136,8 @@ impl Family {
             "rabbitmq_queue_messages_published_total" => Family::RabbitPublished,
             "rabbitmq_queue_messages_delivered_total" => Family::RabbitDelivered,
             "rabbitmq_queue_messages_acked_total" => Family::RabbitAcked,
+            "rabbitmq_queue_messages_redelivered_total" => Family::RabbitRedelivered,
+            "rabbitmq_queue_consumer_utilisation" => Family::RabbitUtilisation,
             "message_latency_ms" => Family::Latency,
             _ => Family::Generic,
         }
@@ -144,7 +148,7 @@ impl Family {
         use Family::*;
         match self {
             KafkaLogEndOffset | KafkaCommittedOffset | RabbitPublished | RabbitDelivered
-            | RabbitAcked => MetricType::Counter,
+            | RabbitAcked | RabbitRedelivered => MetricType::Counter,
             Latency => MetricType::Observation,
             _ => MetricType::Gauge,
         }
@@ -158,7 +162,7 @@ impl Family {
             KafkaCommittedOffset | KafkaLag => &["topic", "consumergroup", "partition"],
             KafkaMembers => &["topic", "consumergroup"],
             RabbitReady | RabbitUnacked | RabbitConsumers | RabbitPublished | RabbitDelivered
-            | RabbitAcked => &["queue"],
+            | RabbitAcked | RabbitRedelivered | RabbitUtilisation => &["queue"],
             Latency | Generic => &[],
         }
     }

@@ -17,9 +17,11 @@
 pub mod alert;
 pub mod config;
 pub mod dataset;
+pub mod demo;
 pub mod detect;
 pub mod event;
 pub mod pipeline;
+pub mod rabbitmq;
 pub mod run;
 pub mod sink;
 pub mod source;

@@ -78,12 +78,29 @@ enum Command {
         #[arg(long)]
         gzip: bool,
     },
-    /// Run a bundled six-hour payments scenario through the whole engine; print alerts and a scorecard.
+    /// Watch live brokers as the config says ([rabbitmq]); alerts to stdout and the brokers'
+    /// alert topics, until interrupted or --for elapses.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop after this long (e.g. 10m); default: until Ctrl-C.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Run a bundled six-hour payments scenario through the whole engine; print alerts and a
+    /// scorecard. With --rabbitmq, run a live workload on the local broker instead, inject a
+    /// consumer stall and print the alerts as a subscriber receives them.
     Demo {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long, default_value_t = 6.0)]
         hours: f64,
+        /// Live demo against RabbitMQ at this AMQP URI.
+        #[arg(long, num_args = 0..=1, default_missing_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        rabbitmq: Option<String>,
+        /// Management API of that broker.
+        #[arg(long, default_value = "http://127.0.0.1:15672")]
+        management_url: String,
     },
 }
 
@@ -100,6 +117,14 @@ struct UsageError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MQWATCH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -206,8 +231,82 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Demo { seed, hours } => demo(seed, hours),
+        Command::Run { config, duration } => run_live(&config, duration),
+        Command::Demo {
+            rabbitmq: Some(uri),
+            management_url,
+            ..
+        } => mqwatch::demo::rabbitmq::demo(&uri, &management_url).map_err(anyhow::Error::msg),
+        Command::Demo { seed, hours, .. } => demo(seed, hours),
     }
+}
+
+fn run_live(config_path: &Path, duration: Option<std::time::Duration>) -> anyhow::Result<()> {
+    use mqwatch::source::LiveSource;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let config = load_config(Some(config_path))?;
+    let mut sources: Vec<Box<dyn LiveSource>> = Vec::new();
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if config.stdout {
+        sinks.push(Box::new(JsonlSink::stdout()));
+    }
+    if let Some(r) = &config.rabbitmq {
+        use mqwatch::source::rabbitmq::{MetricsConsumer, Probe, QueuePoller};
+        sources.push(Box::new(QueuePoller::new(r).map_err(UsageError)?));
+        if !r.metrics_queue.is_empty() {
+            sources.push(Box::new(MetricsConsumer::new(r)));
+        }
+        if r.probe.enabled {
+            sources.push(Box::new(Probe::new(r)));
+        }
+        if !r.alerts_exchange.is_empty() {
+            let publisher =
+                mqwatch::sink::rabbitmq::RabbitPublisher::new(&r.uri, &r.alerts_exchange);
+            let flush = std::time::Duration::from_secs(30);
+            sinks.push(Box::new(mqwatch::sink::SpoolSink::start(
+                "rabbitmq",
+                publisher,
+                r.spool_capacity,
+                flush,
+            )));
+        }
+    }
+    if sources.is_empty() {
+        return Err(UsageError(format!(
+            "{}: no live source configured (add a [rabbitmq] section)",
+            config_path.display()
+        ))
+        .into());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let timer = stop.clone();
+    std::thread::spawn(move || match duration {
+        Some(d) => {
+            std::thread::sleep(d);
+            timer.store(true, Ordering::Relaxed);
+        }
+        None => {
+            // Ctrl-C stops the sources; the pipeline then drains and the sinks flush their spools.
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let _ = rt.block_on(tokio::signal::ctrl_c());
+                eprintln!("mqwatch: stopping: draining the pipeline and flushing alerts");
+                timer.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    let report = mqwatch::run::live(config, sources, sinks, stop, false)?;
+    eprintln!(
+        "{}; {} series, {} late; {} alert updates; {:.0} s",
+        report.input,
+        report.workers.series,
+        report.workers.late,
+        report.alert_updates,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
 fn write_scenario(

@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use crate::event::InputError;
 use crate::pipeline::Pipeline;
 use crate::sink::{Sink, SinkError};
 use crate::source::file::FileError;
-use crate::source::{FileSource, OnError};
+use crate::source::{FileSource, LiveSource, OnError};
 use crate::telemetry::{InputStats, WorkerStats};
 
 pub struct ReplayOptions {
@@ -66,30 +67,12 @@ pub enum ReplayError {
 pub fn replay(
     config: Arc<Config>,
     paths: &[PathBuf],
-    mut sinks: Vec<Box<dyn Sink>>,
+    sinks: Vec<Box<dyn Sink>>,
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
     let (pipeline, alerts) = Pipeline::start(config);
-    let collect = opts.collect;
-    let delivery = std::thread::spawn(move || -> Result<(u64, Vec<Alert>), SinkError> {
-        let mut kept = Vec::new();
-        let mut n = 0;
-        for a in alerts {
-            n += 1;
-            for s in sinks.iter_mut() {
-                s.send(&a)?;
-            }
-            if collect {
-                kept.push(a);
-            }
-        }
-        for s in sinks.iter_mut() {
-            s.flush()?;
-        }
-        Ok((n, kept))
-    });
-
+    let delivery = deliver(alerts, sinks, opts.collect);
     let bar = progress_bar(paths, opts.progress);
     let mut errors = Vec::new();
     let mut ingest = pipeline.ingest();
@@ -126,6 +109,85 @@ pub fn replay(
         alerts,
         elapsed: started.elapsed(),
         errors,
+    })
+}
+
+/// The thread that hands every alert to every sink, in order, and keeps them when asked.
+fn deliver(
+    alerts: crossbeam_channel::Receiver<Alert>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    collect: bool,
+) -> std::thread::JoinHandle<Result<(u64, Vec<Alert>), SinkError>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut n = 0;
+        for a in alerts {
+            n += 1;
+            for s in sinks.iter_mut() {
+                s.send(&a)?;
+            }
+            if collect {
+                kept.push(a);
+            }
+        }
+        for s in sinks.iter_mut() {
+            s.flush()?;
+        }
+        Ok((n, kept))
+    })
+}
+
+/// What a live run did, when it stops.
+#[derive(Debug)]
+pub struct LiveReport {
+    pub input: InputStats,
+    pub workers: WorkerStats,
+    pub alert_updates: u64,
+    pub alerts: Vec<Alert>,
+    pub elapsed: Duration,
+}
+
+/// Runs live sources until `stop` is raised (or one of them fails for good), then drains.
+pub fn live(
+    config: Arc<Config>,
+    sources: Vec<Box<dyn LiveSource>>,
+    sinks: Vec<Box<dyn Sink>>,
+    stop: Arc<AtomicBool>,
+    collect: bool,
+) -> Result<LiveReport, ReplayError> {
+    let started = Instant::now();
+    let (pipeline, alerts) = Pipeline::start(config);
+    let delivery = deliver(alerts, sinks, collect);
+    let threads: Vec<_> = sources
+        .into_iter()
+        .map(|src| {
+            let ingest = pipeline.ingest();
+            let stop = stop.clone();
+            let name = src.name();
+            std::thread::Builder::new()
+                .name(format!("mqwatch-source-{name}"))
+                .spawn(move || {
+                    let mut ingest = ingest;
+                    if let Err(e) = src.run(&mut ingest, stop) {
+                        tracing::error!(source = %name, error = %e, "source stopped");
+                    }
+                    ingest.stats.clone()
+                })
+                .expect("spawn source thread")
+        })
+        .collect();
+    let mut input = InputStats::default();
+    for t in threads {
+        input.merge(&t.join().expect("source thread panicked"));
+    }
+    let workers = pipeline.finish();
+    let (alert_updates, alerts) = delivery.join().expect("alert delivery thread panicked")?;
+    Ok(LiveReport {
+        input,
+        workers,
+        alert_updates,
+        alerts,
+        elapsed: started.elapsed(),
     })
 }
 

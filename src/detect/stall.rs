@@ -130,28 +130,44 @@ pub struct QueueView {
     /// Last time the acked (or, without acks, delivered) total moved, and the time of its newest
     /// sample; `None` if never reported.
     pub acks: Option<(i64, i64)>,
+    /// Redelivered total and consumer utilisation (0 to 1), where the poller reports them.
+    pub redelivered: Option<f64>,
+    pub utilisation: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
 pub struct QueueStallDetector {
     cfg: StallConfig,
-    /// Ready depth when acks last moved, to tell a growing queue from an idle one.
-    ready_at_last_ack: Option<(i64, f64)>,
+    /// When acks last moved, with the ready depth and redelivered total then: to tell a growing
+    /// queue from an idle one, and to count redeliveries since.
+    at_last_ack: Option<LastAck>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LastAck {
+    at: i64,
+    ready: f64,
+    redelivered: f64,
 }
 
 impl QueueStallDetector {
     pub fn new(cfg: &StallConfig) -> Self {
         QueueStallDetector {
             cfg: cfg.clone(),
-            ready_at_last_ack: None,
+            at_last_ack: None,
         }
     }
 
     pub fn on_interval(&mut self, q: &QueueView) -> Option<Finding> {
         let ready = q.ready.unwrap_or(0.0);
+        let redelivered = q.redelivered.unwrap_or(0.0);
         if let Some((t, _)) = q.acks {
-            if self.ready_at_last_ack.is_none_or(|(at, _)| at != t) {
-                self.ready_at_last_ack = Some((t, ready));
+            if self.at_last_ack.is_none_or(|l| l.at != t) {
+                self.at_last_ack = Some(LastAck {
+                    at: t,
+                    ready,
+                    redelivered,
+                });
             }
         }
         let consumers = q.consumers.value();
@@ -170,12 +186,11 @@ impl QueueStallDetector {
             }
         }
         let unacked = q.unacked.unwrap_or(0.0);
-        let (Some((acked_at, ready_then)), true) =
-            (self.ready_at_last_ack, consumers.unwrap_or(0.0) > 0.0)
-        else {
+        let (Some(last), true) = (self.at_last_ack, consumers.unwrap_or(0.0) > 0.0) else {
             return None;
         };
-        let for_ms = q.acks.map_or(0, |(_, seen)| seen) - acked_at;
+        let ready_then = last.ready;
+        let for_ms = q.acks.map_or(0, |(_, seen)| seen) - last.at;
         if unacked > 0.0
             && ready > ready_then
             && for_ms >= self.cfg.no_acks_after.as_millis() as i64
@@ -185,8 +200,9 @@ impl QueueStallDetector {
                 for_ms,
                 ready,
                 format!(
-                    "{unacked:.0} messages unacked with no acks for {} s while ready grew from {ready_then:.0} to {ready:.0}",
-                    for_ms / 1000
+                    "{unacked:.0} messages unacked with no acks for {} s while ready grew from {ready_then:.0} to {ready:.0}{}",
+                    for_ms / 1000,
+                    consumer_context(q.utilisation, redelivered - last.redelivered)
                 ),
             ));
         }
@@ -211,6 +227,18 @@ impl QueueStallDetector {
             detail: Vec::new(),
         }
     }
+}
+
+/// What else the broker says about the consumers of a stuck queue, when it says it.
+fn consumer_context(utilisation: Option<f64>, redeliveries: f64) -> String {
+    let mut s = String::new();
+    if let Some(u) = utilisation {
+        s += &format!("; consumer utilisation {:.0}%", u * 100.0);
+    }
+    if redeliveries > 0.0 {
+        s += &format!("; {redeliveries:.0} redelivered (a poison message?)");
+    }
+    s
 }
 
 #[cfg(test)]
@@ -315,7 +343,27 @@ mod tests {
             unacked: Some(unacked),
             consumers: c,
             acks: Some((acks_at, now)),
+            redelivered: Some(0.0),
+            utilisation: None,
         }
+    }
+
+    #[test]
+    fn a_stuck_queue_names_its_redeliveries_and_utilisation() {
+        let mut d = QueueStallDetector::new(&StallConfig::default());
+        assert!(d
+            .on_interval(&queue(10 * S, 20.0, 50.0, 2.0, 0, 10 * S))
+            .is_none());
+        let mut q = queue(60 * S, 900.0, 50.0, 2.0, 0, 10 * S);
+        q.redelivered = Some(7.0);
+        q.utilisation = Some(0.0);
+        let f = d.on_interval(&q).expect("stall");
+        assert!(
+            f.summary
+                .ends_with("consumer utilisation 0%; 7 redelivered (a poison message?)"),
+            "{}",
+            f.summary
+        );
     }
 
     #[test]

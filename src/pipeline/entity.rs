@@ -138,6 +138,8 @@ pub enum QueueField {
     Published,
     Delivered,
     Acked,
+    Redelivered,
+    Utilisation,
 }
 
 pub struct RabbitQueue {
@@ -148,6 +150,8 @@ pub struct RabbitQueue {
     pub published: Counter,
     pub delivered: Counter,
     pub acked: Counter,
+    pub redelivered: Counter,
+    pub utilisation: Gauge,
     pub fresh: bool,
     stall: QueueStallDetector,
     backlog: BacklogDetector,
@@ -165,6 +169,8 @@ impl RabbitQueue {
             published: Counter::default(),
             delivered: Counter::default(),
             acked: Counter::default(),
+            redelivered: Counter::default(),
+            utilisation: Gauge::default(),
             fresh: false,
             stall: QueueStallDetector::new(&cfg.stall),
             backlog: BacklogDetector::new(&cfg.backlog),
@@ -184,6 +190,8 @@ impl RabbitQueue {
             QueueField::Published => self.published.update(ts, value),
             QueueField::Delivered => self.delivered.update(ts, value),
             QueueField::Acked => self.acked.update(ts, value),
+            QueueField::Redelivered => self.redelivered.update(ts, value),
+            QueueField::Utilisation => self.utilisation.update(ts, value),
         }
     }
 
@@ -204,6 +212,8 @@ impl RabbitQueue {
             unacked: self.unacked.value(),
             consumers: self.consumers,
             acks,
+            redelivered: self.redelivered.gauge.value(),
+            utilisation: self.utilisation.value(),
         };
         let stall = self.stall.on_interval(&view);
         let growth = self.backlog.on_interval(BacklogInput {

@@ -39,7 +39,13 @@ pub struct SeriesInfo {
 #[derive(Debug)]
 pub(crate) enum Msg {
     Register(u64, Arc<SeriesInfo>),
-    Sample { series: u64, ts: i64, value: f64 },
+    Sample {
+        series: u64,
+        ts: i64,
+        value: f64,
+    },
+    /// Answered once everything sent before it has been applied.
+    Sync(Sender<()>),
 }
 
 pub(crate) struct Batch {
@@ -158,7 +164,7 @@ impl Ingest {
             self.max_ts = ev.ts;
         }
         if self.pending[worker].len() >= self.batch_size {
-            self.send(worker);
+            self.send(worker, self.backpressure);
         }
         // Idle workers must learn that time moved on, or their intervals never close.
         if self.max_ts - self.broadcast_wm >= self.interval {
@@ -171,19 +177,45 @@ impl Ingest {
         self.stats.count_error(reason);
     }
 
+    /// Returns once every event pushed so far has been applied to engine state: what broker
+    /// consumers wait for before they acknowledge or commit (at-least-once).
+    pub fn sync(&mut self) {
+        let (tx, rx) = bounded(self.senders.len());
+        for w in 0..self.senders.len() {
+            self.pending[w].push(Msg::Sync(tx.clone()));
+        }
+        drop(tx);
+        self.flush_with(Backpressure::Block);
+        // Every worker answers, or has exited (the channel then closes): either way nothing is pending.
+        for _ in rx.iter() {}
+    }
+
     /// Sends everything pending, with the current watermark, to every worker.
     pub fn flush(&mut self) {
+        self.flush_with(self.backpressure);
+    }
+
+    fn flush_with(&mut self, policy: Backpressure) {
         self.broadcast_wm = self.max_ts;
         for w in 0..self.senders.len() {
-            self.send(w);
+            self.send(w, policy);
         }
+    }
+
+    /// Moves event time forward without an event: live sources call this as the clock ticks so
+    /// that intervals close even when a shard receives nothing.
+    pub fn advance_to(&mut self, ts: i64) {
+        if ts > self.max_ts {
+            self.max_ts = ts;
+        }
+        self.flush();
     }
 
     fn watermark(&self) -> i64 {
         self.max_ts.saturating_sub(self.lateness)
     }
 
-    fn send(&mut self, worker: usize) {
+    fn send(&mut self, worker: usize, policy: Backpressure) {
         let fresh = self
             .recycle
             .try_recv()
@@ -193,7 +225,7 @@ impl Ingest {
             msgs,
             watermark: self.watermark(),
         };
-        match self.backpressure {
+        match policy {
             Backpressure::Block => {
                 // A closed channel means the pipeline is shutting down: nothing left to deliver to.
                 let _ = self.senders[worker].send(batch);

@@ -80,6 +80,9 @@ impl Worker {
                 match msg {
                     Msg::Register(id, info) => self.register(id, &info),
                     Msg::Sample { series, ts, value } => self.sample(series, ts, value),
+                    Msg::Sync(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
             self.advance(batch.watermark);
@@ -224,6 +227,8 @@ impl Worker {
             Family::RabbitPublished => self.queue_route(key, QueueField::Published),
             Family::RabbitDelivered => self.queue_route(key, QueueField::Delivered),
             Family::RabbitAcked => self.queue_route(key, QueueField::Acked),
+            Family::RabbitRedelivered => self.queue_route(key, QueueField::Redelivered),
+            Family::RabbitUtilisation => self.queue_route(key, QueueField::Utilisation),
             Family::Latency => {
                 let cfg = self.detectors_for(&key.labels);
                 let entity = Entity::new(key.labels.clone(), latency_display(key));

@@ -1,5 +1,6 @@
 //! Sinks: where alerts leave. A sink takes each alert update in order and says whether it was
-//! delivered; stdout and files now, broker sinks beside them as they are added.
+//! delivered: stdout and files directly; broker sinks through a [`SpoolSink`], which keeps each
+//! alert until the broker confirmed it.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -7,10 +8,17 @@ use std::path::Path;
 
 use crate::alert::Alert;
 
+pub mod rabbitmq;
+pub mod spool;
+
+pub use spool::{Publisher, SpoolSink};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("{sink}: {source}")]
     Io { sink: String, source: io::Error },
+    #[error("{sink}: {message}")]
+    Broker { sink: String, message: String },
 }
 
 pub trait Sink: Send {

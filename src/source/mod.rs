@@ -1,7 +1,19 @@
 //! Sources: where metric events come from. Each parses payloads with [`crate::event`], pushes
 //! events into its own [`crate::pipeline::Ingest`] handle, and reports refused input with its
-//! location. Broker and poller sources live beside the file source as they are added.
+//! location. Files are read to the end; live sources ([`LiveSource`]) run until stopped.
 
 pub mod file;
+pub mod rabbitmq;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 pub use file::{FileSource, OnError};
+
+use crate::pipeline::Ingest;
+
+/// A source that runs on its own thread until `stop` is raised, reconnecting as it needs to.
+pub trait LiveSource: Send {
+    fn name(&self) -> String;
+    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String>;
+}
