@@ -37,6 +37,9 @@ pub struct Alert {
     pub score: f64,
     pub detector: String,
     pub summary: String,
+    /// Figures behind the summary, e.g. `lag_messages` and `time_lag_seconds`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context: BTreeMap<String, f64>,
 }
 
 impl Alert {
@@ -198,6 +201,11 @@ fn build(
         score: round3(f.score),
         detector: f.detector.to_string(),
         summary: format!("{} on {}", f.summary, e.display),
+        context: f
+            .context
+            .iter()
+            .map(|(k, v)| (k.to_string(), round3(*v)))
+            .collect(),
     }
 }
 
@@ -254,6 +262,7 @@ mod tests {
             score: 2.0,
             summary: "stalled".into(),
             detail: vec![("partitions", parts.into())],
+            context: vec![("lag_messages", 10.0)],
         })
     }
 

@@ -28,6 +28,9 @@ pub struct Config {
     /// Watch a RabbitMQ broker and publish alerts to it (live mode, `mqwatch run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rabbitmq: Option<crate::rabbitmq::RabbitConfig>,
+    /// Watch a Kafka cluster and publish alerts to it (live mode, `mqwatch run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::kafka::KafkaConfig>,
     /// Alerts on stdout (JSONL) in live mode.
     pub stdout: bool,
 }
@@ -39,6 +42,7 @@ impl Default for Config {
             detectors: DetectorConfig::default(),
             overrides: Vec::new(),
             rabbitmq: None,
+            kafka: None,
             stdout: true,
         }
     }
@@ -313,6 +317,9 @@ impl Config {
         }
         if let Some(r) = &self.rabbitmq {
             r.validate()?;
+        }
+        if let Some(k) = &self.kafka {
+            k.validate()?;
         }
         if !(1..=5).contains(&self.detectors.latency.significant_digits) {
             return Err("latency.significant_digits must be 1 to 5".into());

@@ -110,6 +110,7 @@ pub enum Family {
     KafkaLogEndOffset,
     KafkaCommittedOffset,
     KafkaLag,
+    KafkaLagSeconds,
     KafkaMembers,
     RabbitReady,
     RabbitUnacked,
@@ -129,6 +130,7 @@ impl Family {
             "kafka_topic_partition_current_offset" => Family::KafkaLogEndOffset,
             "kafka_consumergroup_current_offset" => Family::KafkaCommittedOffset,
             "kafka_consumergroup_lag" => Family::KafkaLag,
+            "kafka_consumergroup_lag_seconds" => Family::KafkaLagSeconds,
             "kafka_consumergroup_members" => Family::KafkaMembers,
             "rabbitmq_queue_messages_ready" => Family::RabbitReady,
             "rabbitmq_queue_messages_unacked" => Family::RabbitUnacked,
@@ -159,7 +161,9 @@ impl Family {
         use Family::*;
         match self {
             KafkaLogEndOffset => &["topic", "partition"],
-            KafkaCommittedOffset | KafkaLag => &["topic", "consumergroup", "partition"],
+            KafkaCommittedOffset | KafkaLag | KafkaLagSeconds => {
+                &["topic", "consumergroup", "partition"]
+            }
             KafkaMembers => &["topic", "consumergroup"],
             RabbitReady | RabbitUnacked | RabbitConsumers | RabbitPublished | RabbitDelivered
             | RabbitAcked | RabbitRedelivered | RabbitUtilisation => &["queue"],

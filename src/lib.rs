@@ -20,6 +20,7 @@ pub mod dataset;
 pub mod demo;
 pub mod detect;
 pub mod event;
+pub mod kafka;
 pub mod pipeline;
 pub mod rabbitmq;
 pub mod run;

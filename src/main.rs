@@ -78,8 +78,8 @@ enum Command {
         #[arg(long)]
         gzip: bool,
     },
-    /// Watch live brokers as the config says ([rabbitmq]); alerts to stdout and the brokers'
-    /// alert topics, until interrupted or --for elapses.
+    /// Watch live brokers as the config says ([rabbitmq], [kafka]); alerts to stdout and the
+    /// brokers' alert topics, until interrupted or --for elapses.
     Run {
         #[arg(long)]
         config: PathBuf,
@@ -88,8 +88,8 @@ enum Command {
         duration: Option<std::time::Duration>,
     },
     /// Run a bundled six-hour payments scenario through the whole engine; print alerts and a
-    /// scorecard. With --rabbitmq, run a live workload on the local broker instead, inject a
-    /// consumer stall and print the alerts as a subscriber receives them.
+    /// scorecard. With --rabbitmq or --kafka, run a live workload on the local broker instead,
+    /// inject a consumer stall and print the alerts as a subscriber receives them.
     Demo {
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -101,6 +101,9 @@ enum Command {
         /// Management API of that broker.
         #[arg(long, default_value = "http://127.0.0.1:15672")]
         management_url: String,
+        /// Live demo against the Kafka cluster at these bootstrap servers.
+        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9092", conflicts_with = "rabbitmq")]
+        kafka: Option<String>,
     },
 }
 
@@ -233,6 +236,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config, duration } => run_live(&config, duration),
         Command::Demo {
+            kafka: Some(bootstrap),
+            ..
+        } => mqwatch::demo::kafka::demo(&bootstrap).map_err(anyhow::Error::msg),
+        Command::Demo {
             rabbitmq: Some(uri),
             management_url,
             ..
@@ -271,9 +278,30 @@ fn run_live(config_path: &Path, duration: Option<std::time::Duration>) -> anyhow
             )));
         }
     }
+    if let Some(k) = &config.kafka {
+        use mqwatch::source::kafka::{LagPoller, MetricsConsumer, Probe};
+        tracing::info!(bootstrap = %k.bootstrap_servers, properties = ?k.redacted_properties(), "watching kafka");
+        sources.push(Box::new(LagPoller::new(k).map_err(UsageError)?));
+        if !k.metrics_topics.is_empty() {
+            sources.push(Box::new(MetricsConsumer::new(k)));
+        }
+        if k.probe.enabled {
+            sources.push(Box::new(Probe::new(k)));
+        }
+        if !k.alerts_topic.is_empty() {
+            let publisher = mqwatch::sink::kafka::KafkaPublisher::new(k);
+            let flush = std::time::Duration::from_secs(30);
+            sinks.push(Box::new(mqwatch::sink::SpoolSink::start(
+                "kafka",
+                publisher,
+                k.spool_capacity,
+                flush,
+            )));
+        }
+    }
     if sources.is_empty() {
         return Err(UsageError(format!(
-            "{}: no live source configured (add a [rabbitmq] section)",
+            "{}: no live source configured (add a [rabbitmq] or [kafka] section)",
             config_path.display()
         ))
         .into());

@@ -260,6 +260,7 @@ mod tests {
             score: 1.0,
             detector: "d".into(),
             summary: "s".into(),
+            context: BTreeMap::new(),
         }
     }
 

@@ -2,4 +2,5 @@
 //! broker with a real workload, an injected incident and an independent alert subscriber. The
 //! broker workloads here also drive the integration tests.
 
+pub mod kafka;
 pub mod rabbitmq;

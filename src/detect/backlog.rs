@@ -33,6 +33,8 @@ pub struct BacklogInput {
     /// Messages consumed during the interval.
     pub consumed: f64,
     pub interval_secs: f64,
+    /// Age of the oldest waiting message, in seconds, where the source measures it.
+    pub time_lag: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,10 +125,15 @@ impl BacklogDetector {
             expected: (first / rate).min(backlog_secs),
             score: tau,
             summary: format!(
-                "backlog is {backlog_secs:.0} s of consumption ({:.0} messages at {rate:.1}/s) and growing {growth_per_min:.1} s per minute",
-                x.backlog
+                "backlog is {backlog_secs:.0} s of consumption ({:.0} messages at {rate:.1}/s) and growing {growth_per_min:.1} s per minute{}",
+                x.backlog,
+                x.time_lag.map_or(String::new(), |t| format!("; oldest message waiting {t:.0} s"))
             ),
             detail: Vec::new(),
+            context: [("backlog_messages", x.backlog), ("consume_rate", rate), ("growth_seconds_per_minute", growth_per_min)]
+                .into_iter()
+                .chain(x.time_lag.map(|t| ("time_lag_seconds", t)))
+                .collect(),
         })
     }
 }
@@ -193,6 +200,7 @@ mod tests {
                 fresh: t % 15 < 10,
                 consumed: rate * 10.0,
                 interval_secs: 10.0,
+                time_lag: None,
             };
             if d.on_interval(x).is_some() && first.is_none() {
                 first = Some(t);
@@ -226,9 +234,15 @@ mod tests {
                 fresh: true,
                 consumed: 1000.0,
                 interval_secs: 10.0,
+                time_lag: Some(312.0),
             })
             .unwrap();
-        assert!(f.summary.contains("s of consumption"), "{}", f.summary);
+        assert!(
+            f.summary.contains("s of consumption") && f.summary.ends_with("waiting 312 s"),
+            "{}",
+            f.summary
+        );
+        assert!(f.context.contains(&("time_lag_seconds", 312.0)));
     }
 
     #[test]

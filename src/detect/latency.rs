@@ -91,6 +91,7 @@ impl LatencyDetector {
                 "{metric} latency {observed:.0} ms vs {expected:.0} ms expected ({ratio:.1}x{how})"
             ),
             detail: Vec::new(),
+            context: Vec::new(),
         })
     }
 

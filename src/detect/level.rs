@@ -54,6 +54,7 @@ impl LevelDetector {
             score: z,
             summary: format!("value {x:.4} is {dir} its usual {median:.4} (z {z:.1})"),
             detail: Vec::new(),
+            context: Vec::new(),
         })
     }
 }

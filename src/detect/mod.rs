@@ -62,6 +62,9 @@ pub struct Finding {
     pub summary: String,
     /// Labels that narrow the entity, e.g. the stalled partitions of a group.
     pub detail: Vec<(&'static str, String)>,
+    /// Figures that explain the finding (message lag, time lag, rates): they travel with the
+    /// alert but, unlike `detail`, a change in them is no reason for an update.
+    pub context: Vec<(&'static str, f64)>,
 }
 
 /// Robust z-score of `x` against a median and a scale, with a floor on the scale so that a

@@ -23,6 +23,8 @@ pub struct PartitionView<'a> {
     /// Time of the newest sample: a freeze is only as long as it has been observed, so a gap in
     /// scraping never looks like a stall.
     pub seen_at: i64,
+    /// Age of the oldest unconsumed message, where the source measures it.
+    pub lag_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +83,11 @@ impl GroupStallDetector {
             .max()
             .unwrap_or(0);
         let lag: f64 = stalled.iter().filter_map(|p| p.lag).sum();
+        let time_lag = stalled
+            .iter()
+            .filter_map(|p| p.lag_seconds)
+            .reduce(f64::max);
+        let aged = time_lag.map_or(String::new(), |t| format!(" (oldest waiting {t:.0} s)"));
         let list = stalled
             .iter()
             .map(|p| p.partition)
@@ -89,12 +96,12 @@ impl GroupStallDetector {
         let long = frozen_ms.max(no_members_for) >= self.cfg.critical_after.as_millis() as i64;
         let summary = if stopped {
             format!(
-                "consumer group {group} stopped: no members for {} s, lag {lag:.0} on partitions {list}",
+                "consumer group {group} stopped: no members for {} s, lag {lag:.0}{aged} on partitions {list}",
                 no_members_for / 1000
             )
         } else {
             format!(
-                "consumer group {group} stalled on partition{} {list}: committed offset frozen for {} s with lag {lag:.0}",
+                "consumer group {group} stalled on partition{} {list}: committed offset frozen for {} s with lag {lag:.0}{aged}",
                 if stalled.len() > 1 { "s" } else { "" },
                 frozen_ms / 1000
             )
@@ -117,6 +124,10 @@ impl GroupStallDetector {
             score: frozen_ms as f64 / self.cfg.stall_after.as_millis().max(1) as f64,
             summary,
             detail: vec![("partitions", list)],
+            context: [("lag_messages", lag)]
+                .into_iter()
+                .chain(time_lag.map(|t| ("time_lag_seconds", t)))
+                .collect(),
         })
     }
 }
@@ -225,6 +236,10 @@ impl QueueStallDetector {
             score: for_ms as f64 / 1000.0,
             summary,
             detail: Vec::new(),
+            context: vec![
+                ("ready_messages", ready),
+                ("stalled_seconds", for_ms as f64 / 1000.0),
+            ],
         }
     }
 }
@@ -259,7 +274,25 @@ mod tests {
             lag: Some(lag),
             progress_at,
             seen_at: NOW,
+            lag_seconds: None,
         }
+    }
+
+    #[test]
+    fn the_stall_carries_message_lag_and_time_lag() {
+        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut p = part("3", 900.0, 40 * S);
+        p.lag_seconds = Some(61.0);
+        let f = d.on_interval("g", &[p], &members(4.0, 0)).expect("stalled");
+        assert!(
+            f.summary.ends_with("with lag 900 (oldest waiting 61 s)"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(
+            f.context,
+            vec![("lag_messages", 900.0), ("time_lag_seconds", 61.0)]
+        );
     }
 
     const NOW: i64 = 100 * S;

@@ -38,6 +38,8 @@ pub struct GroupPartition {
     pub topic_partition: u32,
     pub committed: Counter,
     pub lag: Gauge,
+    /// How old the oldest unconsumed message is, where the source measures it.
+    pub lag_seconds: Gauge,
     pub lag_zero_at: i64,
 }
 
@@ -80,6 +82,7 @@ impl KafkaGroup {
             topic_partition: tp,
             committed: Counter::default(),
             lag: Gauge::default(),
+            lag_seconds: Gauge::default(),
             lag_zero_at: i64::MIN,
         });
         (self.partitions.len() - 1) as u32
@@ -109,13 +112,16 @@ impl KafkaGroup {
                 lag,
                 progress_at: p.committed.gauge.changed_at.max(p.lag_zero_at),
                 seen_at: p.committed.gauge.last.map_or(i64::MIN, |s| s.ts),
+                lag_seconds: p.lag_seconds.value(),
             });
         }
-        let backlog: f64 = views
-            .iter()
-            .filter(|v| !self.stall.partition_stalled(v, &self.members))
-            .filter_map(|v| v.lag)
-            .sum();
+        let progressing = || {
+            views
+                .iter()
+                .filter(|v| !self.stall.partition_stalled(v, &self.members))
+        };
+        let backlog: f64 = progressing().filter_map(|v| v.lag).sum();
+        let time_lag = progressing().filter_map(|v| v.lag_seconds).reduce(f64::max);
         let stall = self.stall.on_interval(&self.group, &views, &self.members);
         let growth = self.backlog.on_interval(BacklogInput {
             now,
@@ -123,6 +129,7 @@ impl KafkaGroup {
             fresh: self.fresh,
             consumed,
             interval_secs,
+            time_lag,
         });
         self.fresh = false;
         emit(&mut self.stall_track, now, &self.entity, stall, out);
@@ -222,6 +229,7 @@ impl RabbitQueue {
             fresh: self.fresh,
             consumed,
             interval_secs,
+            time_lag: None,
         });
         self.fresh = false;
         emit(&mut self.stall_track, now, &self.entity, stall, out);

@@ -27,6 +27,7 @@ enum Route {
     LogEnd { topic: u32, partition: u32 },
     Committed { group: u32, partition: u32 },
     Lag { group: u32, partition: u32 },
+    LagSeconds { group: u32, partition: u32 },
     Members { group: u32 },
     Queue { queue: u32, field: QueueField },
     Latency(u32),
@@ -135,6 +136,10 @@ impl Worker {
                 g.partitions[partition as usize].committed.update(ts, value);
                 g.fresh = true;
             }
+            Route::LagSeconds { group, partition } => self.groups[group as usize].partitions
+                [partition as usize]
+                .lag_seconds
+                .update(ts, value),
             Route::Lag { group, partition } => {
                 let g = &mut self.groups[group as usize];
                 let p = &mut g.partitions[partition as usize];
@@ -207,15 +212,15 @@ impl Worker {
                 let partition = self.topics[topic as usize].partition_index(l("partition"));
                 Route::LogEnd { topic, partition }
             }
-            Family::KafkaCommittedOffset | Family::KafkaLag => {
+            Family::KafkaCommittedOffset | Family::KafkaLag | Family::KafkaLagSeconds => {
                 let group = self.group_id(key);
                 let g = &mut self.groups[group as usize];
                 let partition =
                     g.partition_index(&mut self.topics[g.topic as usize], l("partition"));
-                if info.family == Family::KafkaLag {
-                    Route::Lag { group, partition }
-                } else {
-                    Route::Committed { group, partition }
+                match info.family {
+                    Family::KafkaLag => Route::Lag { group, partition },
+                    Family::KafkaLagSeconds => Route::LagSeconds { group, partition },
+                    _ => Route::Committed { group, partition },
                 }
             }
             Family::KafkaMembers => Route::Members {

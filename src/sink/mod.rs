@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::alert::Alert;
 
+pub mod kafka;
 pub mod rabbitmq;
 pub mod spool;
 

@@ -3,6 +3,7 @@
 //! location. Files are read to the end; live sources ([`LiveSource`]) run until stopped.
 
 pub mod file;
+pub mod kafka;
 pub mod rabbitmq;
 
 use std::sync::atomic::AtomicBool;

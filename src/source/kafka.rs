@@ -1,0 +1,596 @@
+//! Kafka as a source of metric events, three ways:
+//!
+//! - [`LagPoller`] does what Burrow and kafka_exporter do, built in: each `poll_interval` it
+//!   discovers topics and consumer groups (include/exclude patterns), reads every partition's
+//!   log-end offset in one batched ListOffsets per broker, each group's committed offsets in one
+//!   OffsetFetch per group, and group membership, and feeds the well-known `kafka_*` events. A
+//!   [`TimeLag`] table per partition turns lag into seconds, as Kafka Lag Exporter does.
+//! - [`MetricsConsumer`] consumes metric events from topics in a consumer group and commits
+//!   offsets only after the events are applied; refused messages go to the dead-letter topic with
+//!   the error and their origin in headers.
+//! - [`Probe`] produces timestamped messages to every partition of a probe topic and consumes them
+//!   back, recording `message_latency_ms` and produce availability.
+//!
+//! librdkafka clients block, so each source runs on its own thread; the few awaits (delivery
+//! reports) run on a small runtime of that thread.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use regex::Regex;
+
+use super::rabbitmq::now_ms;
+use super::LiveSource;
+use crate::event::{parse_events, ErrorReason, LabelVec, ParseError, RawEvent};
+use crate::kafka::{create_topic, redact_error, KafkaConfig};
+use crate::pipeline::Ingest;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages applied between two commits (at most; an idle moment commits too).
+const COMMIT_EVERY: usize = 2000;
+
+fn push_sample(ingest: &mut Ingest, ts: i64, name: &str, labels: &[(&str, &str)], value: f64) {
+    let labels: LabelVec = labels
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+        .collect();
+    ingest.push(&RawEvent {
+        ts,
+        name: Cow::Borrowed(name),
+        labels,
+        value,
+        kind: None,
+    });
+}
+
+/// Recent (log-end offset, time) points of one partition, to say how old a committed offset is.
+#[derive(Debug, Clone, Default)]
+pub struct TimeLag {
+    points: VecDeque<(i64, i64)>,
+}
+
+impl TimeLag {
+    pub fn record(&mut self, end_offset: i64, ts: i64, capacity: usize) {
+        match self.points.back_mut() {
+            // Offsets did not move: only the time of the newest point matters for "caught up".
+            Some(last) if last.0 == end_offset => last.1 = ts,
+            _ => self.points.push_back((end_offset, ts)),
+        }
+        while self.points.len() > capacity.max(2) {
+            self.points.pop_front();
+        }
+    }
+
+    /// Seconds between when the log end reached `committed` and `now`, by interpolation between
+    /// the recorded points (extrapolated at the table's average rate before the oldest).
+    pub fn lag_seconds(&self, committed: i64, now: i64) -> f64 {
+        let Some(&(last_o, _)) = self.points.back() else {
+            return 0.0;
+        };
+        if committed >= last_o {
+            return 0.0;
+        }
+        let reached_at = match self.points.iter().position(|&(o, _)| o > committed) {
+            Some(0) | None => {
+                let (&(o0, t0), &(o1, t1)) = (
+                    self.points.front().expect("non-empty"),
+                    self.points.back().expect("non-empty"),
+                );
+                let rate = if t1 > t0 {
+                    (o1 - o0) as f64 / (t1 - t0) as f64
+                } else {
+                    0.0
+                };
+                if rate > 0.0 {
+                    t0 as f64 - (o0 - committed) as f64 / rate
+                } else {
+                    t0 as f64
+                }
+            }
+            Some(i) => {
+                let ((o0, t0), (o1, t1)) = (self.points[i - 1], self.points[i]);
+                t0 as f64 + (committed - o0) as f64 / (o1 - o0) as f64 * (t1 - t0) as f64
+            }
+        };
+        ((now as f64 - reached_at) / 1000.0).max(0.0)
+    }
+}
+
+pub struct LagPoller {
+    cfg: KafkaConfig,
+    topics: (Vec<Regex>, Vec<Regex>),
+    groups: (Vec<Regex>, Vec<Regex>),
+    meta: BaseConsumer,
+    /// One idle (never subscribing) consumer per watched group: librdkafka reads a group's
+    /// committed offsets only through a client of that group.
+    group_clients: HashMap<String, BaseConsumer>,
+    time_lag: HashMap<(String, i32), TimeLag>,
+}
+
+fn compile(ps: &[String]) -> Result<Vec<Regex>, String> {
+    ps.iter()
+        .map(|p| Regex::new(p).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn wanted(name: &str, (include, exclude): &(Vec<Regex>, Vec<Regex>)) -> bool {
+    include.iter().any(|r| r.is_match(name)) && !exclude.iter().any(|r| r.is_match(name))
+}
+
+impl LagPoller {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, String> {
+        cfg.validate()?;
+        let meta = cfg
+            .client(&[
+                ("group.id", "mqwatch-poller"),
+                ("enable.auto.commit", "false"),
+            ])
+            .create()
+            .map_err(|e| redact_error(e, cfg))?;
+        Ok(LagPoller {
+            topics: (compile(&cfg.include_topics)?, compile(&cfg.exclude_topics)?),
+            groups: (compile(&cfg.include_groups)?, compile(&cfg.exclude_groups)?),
+            cfg: cfg.clone(),
+            meta,
+            group_clients: HashMap::new(),
+            time_lag: HashMap::new(),
+        })
+    }
+
+    /// One poll: every watched partition's end offset, every watched group's committed offsets,
+    /// lag and time lag, and membership, as events stamped `ts`. Returns the partitions seen.
+    pub fn poll(&mut self, ts: i64, ingest: &mut Ingest) -> Result<usize, String> {
+        let err = |e: rdkafka::error::KafkaError| redact_error(e, &self.cfg);
+        let metadata = self.meta.fetch_metadata(None, TIMEOUT).map_err(err)?;
+        let mut tpl = TopicPartitionList::new();
+        for t in metadata
+            .topics()
+            .iter()
+            .filter(|t| wanted(t.name(), &self.topics))
+        {
+            for p in t.partitions() {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::End)
+                    .map_err(err)?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(0);
+        }
+        // ListOffsets for "latest", batched per broker: the log-end offsets.
+        let ends = self
+            .meta
+            .offsets_for_times(tpl.clone(), TIMEOUT)
+            .map_err(err)?;
+        let cluster = self.cfg.cluster.clone();
+        let mut end_of: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for e in ends.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                let p = e.partition().to_string();
+                let l = [
+                    ("cluster", cluster.as_str()),
+                    ("partition", p.as_str()),
+                    ("topic", e.topic()),
+                ];
+                push_sample(
+                    ingest,
+                    ts,
+                    "kafka_topic_partition_current_offset",
+                    &l,
+                    o as f64,
+                );
+                self.time_lag
+                    .entry((e.topic().to_string(), e.partition()))
+                    .or_default()
+                    .record(o, ts, self.cfg.time_lag_points);
+                end_of.insert((e.topic().to_string(), e.partition()), o);
+            }
+        }
+        let groups = self.meta.fetch_group_list(None, TIMEOUT).map_err(err)?;
+        for g in groups
+            .groups()
+            .iter()
+            .filter(|g| wanted(g.name(), &self.groups))
+        {
+            let members = g.members().len() as f64;
+            let client = match self.group_clients.entry(g.name().to_string()) {
+                std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let c: BaseConsumer = self
+                        .cfg
+                        .client(&[("group.id", g.name()), ("enable.auto.commit", "false")])
+                        .create()
+                        .map_err(|e| redact_error(e, &self.cfg))?;
+                    v.insert(c)
+                }
+            };
+            // OffsetFetch for all watched partitions at once; a partition the group never
+            // committed comes back as Invalid and tells that the group does not read that topic.
+            let committed = match client.committed_offsets(tpl.clone(), TIMEOUT) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(group = g.name(), error = %redact_error(e, &self.cfg), "cannot read committed offsets");
+                    continue;
+                }
+            };
+            let mut topics_read = std::collections::BTreeSet::new();
+            for e in committed.elements() {
+                let Offset::Offset(c) = e.offset() else {
+                    continue;
+                };
+                let Some(&end) = end_of.get(&(e.topic().to_string(), e.partition())) else {
+                    continue;
+                };
+                topics_read.insert(e.topic().to_string());
+                let p = e.partition().to_string();
+                let l = [
+                    ("cluster", cluster.as_str()),
+                    ("consumergroup", g.name()),
+                    ("partition", p.as_str()),
+                    ("topic", e.topic()),
+                ];
+                push_sample(
+                    ingest,
+                    ts,
+                    "kafka_consumergroup_current_offset",
+                    &l,
+                    c as f64,
+                );
+                push_sample(
+                    ingest,
+                    ts,
+                    "kafka_consumergroup_lag",
+                    &l,
+                    (end - c).max(0) as f64,
+                );
+                let secs = self
+                    .time_lag
+                    .get(&(e.topic().to_string(), e.partition()))
+                    .map_or(0.0, |t| t.lag_seconds(c, ts));
+                push_sample(ingest, ts, "kafka_consumergroup_lag_seconds", &l, secs);
+            }
+            for t in topics_read {
+                let l = [
+                    ("cluster", cluster.as_str()),
+                    ("consumergroup", g.name()),
+                    ("topic", t.as_str()),
+                ];
+                push_sample(ingest, ts, "kafka_consumergroup_members", &l, members);
+            }
+        }
+        Ok(end_of.len())
+    }
+}
+
+impl LiveSource for LagPoller {
+    fn name(&self) -> String {
+        "kafka-poller".into()
+    }
+
+    fn run(mut self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+        let every = self.cfg.poll_interval;
+        while !stop.load(Ordering::Relaxed) {
+            let started = std::time::Instant::now();
+            let ts = now_ms();
+            if let Err(e) = self.poll(ts, ingest) {
+                tracing::warn!(source = "kafka-poller", error = %e, "poll failed");
+            }
+            ingest.advance_to(ts);
+            sleep_until(started + every, &stop);
+        }
+        Ok(())
+    }
+}
+
+fn sleep_until(deadline: std::time::Instant, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Consumes metric events from topics, at least once.
+pub struct MetricsConsumer {
+    cfg: KafkaConfig,
+}
+
+impl MetricsConsumer {
+    pub fn new(cfg: &KafkaConfig) -> Self {
+        MetricsConsumer { cfg: cfg.clone() }
+    }
+
+    fn dead_letter(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        dlq: &FutureProducer,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+        e: &ParseError,
+    ) -> Result<(), String> {
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        let error = e.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "x-mqwatch-error",
+                value: Some(error.as_str()),
+            })
+            .insert(Header {
+                key: "x-mqwatch-reason",
+                value: Some(e.reason.as_str()),
+            })
+            .insert(Header {
+                key: "x-mqwatch-topic",
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: "x-mqwatch-partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "x-mqwatch-offset",
+                value: Some(offset.as_str()),
+            });
+        let mut record =
+            FutureRecord::<[u8], [u8]>::to(&self.cfg.dead_letter_topic).headers(headers);
+        if let Some(p) = m.payload() {
+            record = record.payload(p);
+        }
+        // The offset is committed past this message only once its dead letter is stored.
+        rt.block_on(dlq.send(record, TIMEOUT))
+            .map(|_| ())
+            .map_err(|(e, _)| redact_error(e, &self.cfg))
+    }
+}
+
+impl LiveSource for MetricsConsumer {
+    fn name(&self) -> String {
+        format!("kafka-topics {}", self.cfg.metrics_topics.join(","))
+    }
+
+    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+        let cfg = &self.cfg;
+        let err = |e: rdkafka::error::KafkaError| redact_error(e, cfg);
+        // Some brokers hold every fetch for the full wait even with data ready: keep it short.
+        let defaults = [("fetch.wait.max.ms", "20")];
+        let own = [
+            ("group.id", cfg.metrics_group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ];
+        let consumer: BaseConsumer = cfg
+            .client_with_defaults(&defaults, &own)
+            .create()
+            .map_err(err)?;
+        let topics: Vec<&str> = cfg.metrics_topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(err)?;
+        let dlq: FutureProducer = cfg
+            .client(&[("enable.idempotence", "true"), ("acks", "all")])
+            .create()
+            .map_err(err)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut applied = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+                ingest.advance_to(now_ms());
+                commit(&consumer, ingest, &mut next, &mut applied, cfg)?;
+                continue;
+            };
+            let m = match polled {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(source = "kafka-metrics", error = %err(e), "consume error");
+                    continue;
+                }
+            };
+            let mut refused = Vec::new();
+            match m.payload().map(std::str::from_utf8) {
+                Some(Ok(text)) => parse_events(text, |r| match r {
+                    Ok(ev) => ingest.push(&ev),
+                    Err(e) => refused.push(e),
+                }),
+                Some(Err(e)) => refused.push(ParseError::new(
+                    ErrorReason::NotJson,
+                    format!("not UTF-8: {e}"),
+                )),
+                None => refused.push(ParseError::new(ErrorReason::NotJson, "empty message")),
+            }
+            for e in &refused {
+                ingest.reject(e.reason);
+                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "refused metric message, dead-lettered");
+                self.dead_letter(&rt, &dlq, &m, e)?;
+            }
+            next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+            applied += 1;
+            if applied >= COMMIT_EVERY {
+                commit(&consumer, ingest, &mut next, &mut applied, cfg)?;
+            }
+        }
+        commit(&consumer, ingest, &mut next, &mut applied, cfg)
+    }
+}
+
+/// Commits what has been applied: waits for the workers first (at-least-once).
+fn commit(
+    consumer: &BaseConsumer,
+    ingest: &mut Ingest,
+    next: &mut BTreeMap<(String, i32), i64>,
+    applied: &mut usize,
+    cfg: &KafkaConfig,
+) -> Result<(), String> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    ingest.sync();
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in next.iter() {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+            .map_err(|e| redact_error(e, cfg))?;
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| redact_error(e, cfg))?;
+    next.clear();
+    *applied = 0;
+    Ok(())
+}
+
+/// Produces timestamps to every partition of the probe topic and reads them back.
+pub struct Probe {
+    cfg: KafkaConfig,
+}
+
+impl Probe {
+    pub fn new(cfg: &KafkaConfig) -> Self {
+        Probe { cfg: cfg.clone() }
+    }
+}
+
+impl LiveSource for Probe {
+    fn name(&self) -> String {
+        format!("kafka-probe {}", self.cfg.probe.topic)
+    }
+
+    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+        let cfg = &self.cfg;
+        let p = &cfg.probe;
+        let err = |e: rdkafka::error::KafkaError| redact_error(e, cfg);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(create_topic(cfg, &p.topic, p.partitions))?;
+        let producer: FutureProducer = cfg
+            .client(&[("linger.ms", "0"), ("message.timeout.ms", "5000")])
+            .create()
+            .map_err(err)?;
+        let consumer: BaseConsumer = cfg
+            .client(&[
+                ("group.id", "mqwatch-probe"),
+                ("enable.auto.commit", "false"),
+            ])
+            .create()
+            .map_err(err)?;
+        let mut tpl = TopicPartitionList::new();
+        for i in 0..p.partitions {
+            tpl.add_partition_offset(&p.topic, i, Offset::End)
+                .map_err(err)?;
+        }
+        consumer.assign(&tpl).map_err(err)?;
+        let cluster = cfg.cluster.as_str();
+        let mut next_send = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if std::time::Instant::now() >= next_send {
+                next_send += p.interval;
+                let ts = now_ms();
+                for part in 0..p.partitions {
+                    let body = ts.to_string();
+                    let record = FutureRecord::<(), str>::to(&p.topic)
+                        .partition(part)
+                        .payload(&body);
+                    let ok = rt
+                        .block_on(producer.send(record, Duration::from_secs(5)))
+                        .is_ok();
+                    let ps = part.to_string();
+                    let l = [
+                        ("cluster", cluster),
+                        ("partition", ps.as_str()),
+                        ("topic", p.topic.as_str()),
+                    ];
+                    // 1 when the probe could produce, 0 when it could not: a generic gauge.
+                    push_sample(
+                        ingest,
+                        ts,
+                        "kafka_probe_produce_success",
+                        &l,
+                        if ok { 1.0 } else { 0.0 },
+                    );
+                }
+            }
+            while let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                let now = now_ms();
+                if let Some(sent) = m
+                    .payload()
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(|s| s.parse::<i64>().ok())
+                {
+                    let l = [("cluster", cluster), ("topic", p.topic.as_str())];
+                    push_sample(
+                        ingest,
+                        now,
+                        "message_latency_ms",
+                        &l,
+                        (now - sent).max(0) as f64,
+                    );
+                }
+            }
+            ingest.advance_to(now_ms());
+        }
+        Ok(())
+    }
+}
+
+/// The headers a dead letter carries, as a map (for tools and tests).
+pub fn header_map(m: &impl Message) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(h) = m.headers() {
+        for i in 0..h.count() {
+            let h = h.get(i);
+            out.insert(
+                h.key.to_string(),
+                h.value
+                    .map(|v| String::from_utf8_lossy(v).to_string())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_lag_interpolates_between_points() {
+        let mut t = TimeLag::default();
+        t.record(0, 0, 10);
+        t.record(100, 10_000, 10);
+        t.record(300, 20_000, 10);
+        assert_eq!(t.lag_seconds(300, 25_000), 0.0, "caught up");
+        assert_eq!(
+            t.lag_seconds(200, 20_000),
+            5.0,
+            "offset 200 was reached at 15 s"
+        );
+        assert_eq!(t.lag_seconds(50, 20_000), 15.0);
+        // Before the oldest point: extrapolated at 15 offsets/s.
+        let mut short = TimeLag::default();
+        short.record(1000, 100_000, 2);
+        short.record(1150, 110_000, 2);
+        short.record(1300, 120_000, 2);
+        assert!((short.lag_seconds(1000, 120_000) - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_idle_partition_only_refreshes_its_newest_point() {
+        let mut t = TimeLag::default();
+        t.record(10, 0, 4);
+        t.record(10, 5_000, 4);
+        t.record(10, 9_000, 4);
+        assert_eq!(t.points.len(), 1);
+        assert_eq!(t.lag_seconds(10, 9_000), 0.0);
+    }
+}
