@@ -285,9 +285,9 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        const SECTIONS: [&str; 9] = [
+        const SECTIONS: [&str; 10] = [
             "engine", "latency", "backlog", "stall", "level", "alerts", "override", "rabbitmq",
-            "stdout",
+            "kafka", "stdout",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -417,6 +417,27 @@ mod tests {
             (e.queue_batches, e.batch_size, e.backpressure)
         );
         assert_eq!(c.overrides.len(), 1);
+    }
+
+    #[test]
+    fn the_live_example_documents_the_broker_defaults() {
+        let c = Config::parse(include_str!("../mqwatch.live.example.toml")).unwrap();
+        let (r, k) = (c.rabbitmq.unwrap(), c.kafka.unwrap());
+        let (rd, kd) = (
+            crate::rabbitmq::RabbitConfig::default(),
+            crate::kafka::KafkaConfig::default(),
+        );
+        assert_eq!(
+            (r.probe, r.alerts_exchange, r.poll_interval),
+            (rd.probe, rd.alerts_exchange, rd.poll_interval)
+        );
+        assert_eq!(
+            (k.probe, k.alerts_topic, k.poll_interval),
+            (kd.probe, kd.alerts_topic, kd.poll_interval)
+        );
+        assert_eq!(k.time_lag_points, kd.time_lag_points);
+        assert!(Config::parse("[kafka]\nbootstrap_servers = \"\"").is_err());
+        assert!(Config::parse("[rabbitmq]\nuri = \"nope\"").is_err());
     }
 
     #[test]

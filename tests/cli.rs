@@ -164,3 +164,55 @@ fn gen_then_eval_reports_a_scorecard() {
     assert_eq!(r["recall"], 1.0);
     assert!(r["incidents"].as_u64().unwrap() >= 2);
 }
+
+#[test]
+fn run_watches_both_brokers_then_drains_and_exits_cleanly() {
+    // Needs the brokers of .ci/services. Both probes make traffic of their own.
+    let dir = tempfile::tempdir().unwrap();
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let cfg = dir.path().join("live.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[rabbitmq]
+include = ["^mqwatch-cli-{id}$"]
+alerts_exchange = "mqwatch.alerts.cli-{id}"
+[rabbitmq.probe]
+enabled = true
+queue = "mqwatch.probe.cli-{id}"
+interval = "200ms"
+[kafka]
+include_topics = ["^mqwatch-cli-{id}$"]
+alerts_topic = "mqwatch.alerts.cli-{id}"
+[kafka.probe]
+enabled = true
+topic = "mqwatch.probe.cli-{id}"
+interval = "200ms"
+[kafka.properties]
+"sasl.password" = "never-printed-{id}"
+"#
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = mqwatch(&["run", "--config", cfg.to_str().unwrap(), "--for", "8s"]);
+    assert_eq!(code, 0, "{stderr}");
+    let summary = stderr.lines().last().unwrap();
+    let events: u64 = summary.split(' ').next().unwrap().parse().unwrap_or(0);
+    assert!(events >= 20, "{summary}");
+    assert!(
+        !stderr.contains(&format!("never-printed-{id}")),
+        "a secret reached the log"
+    );
+    assert!(
+        stderr.contains("sasl.password") && stderr.contains("***"),
+        "{stderr}"
+    );
+}

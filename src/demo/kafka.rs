@@ -277,18 +277,26 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(bootstrap: &str, topic: &str, group: &str) -> Result<Subscriber, String> {
-        let consumer: BaseConsumer = client(
-            bootstrap,
-            &[
-                ("group.id", group),
-                ("auto.offset.reset", "earliest"),
-                ("enable.auto.commit", "true"),
-                ("topic.metadata.refresh.interval.ms", "1000"),
-            ],
-        )
-        .create()
-        .map_err(err)?;
-        consumer.subscribe(&[topic]).map_err(err)?;
+        let cfg = KafkaConfig {
+            bootstrap_servers: bootstrap.into(),
+            alerts_topic: topic.into(),
+            ..Default::default()
+        };
+        Self::start_with(&cfg, group)
+    }
+
+    /// Reads `cfg.alerts_topic` with `cfg`'s connection properties.
+    pub fn start_with(cfg: &KafkaConfig, group: &str) -> Result<Subscriber, String> {
+        let own = [
+            ("group.id", group),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "true"),
+            ("topic.metadata.refresh.interval.ms", "1000"),
+        ];
+        let consumer: BaseConsumer = cfg.client(&own).create().map_err(err)?;
+        consumer
+            .subscribe(&[cfg.alerts_topic.as_str()])
+            .map_err(err)?;
         let (tx, rx) = unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();

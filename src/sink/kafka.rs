@@ -29,17 +29,10 @@ impl Publisher for KafkaPublisher {
         self.producer = None;
         create_topic(&self.cfg, &self.cfg.alerts_topic, 1).await?;
         // Fail a send within seconds rather than minutes: the spool retries it.
-        let own = [
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("message.timeout.ms", "10000"),
-        ];
-        self.producer = Some(
-            self.cfg
-                .client(&own)
-                .create()
-                .map_err(|e| redact_error(e, &self.cfg))?,
-        );
+        let defaults = [("message.timeout.ms", "10000")];
+        let own = [("enable.idempotence", "true"), ("acks", "all")];
+        let producer = self.cfg.client_with_defaults(&defaults, &own).create();
+        self.producer = Some(producer.map_err(|e| redact_error(e, &self.cfg))?);
         Ok(())
     }
 
