@@ -3,3 +3,4 @@
 pub mod eval;
 pub mod gen;
 pub mod labels;
+pub mod nab;
