@@ -78,6 +78,14 @@ enum Command {
         #[arg(long)]
         gzip: bool,
     },
+    /// Score mqwatch's own detectors on the Numenta Anomaly Benchmark corpus (data/, labels/,
+    /// results/final_results.json) and print them beside the published scoreboard.
+    Nab {
+        #[arg(long)]
+        corpus: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Watch live brokers as the config says ([rabbitmq], [kafka]); alerts to stdout and the
     /// brokers' alert topics, until interrupted or --for elapses.
     Run {
@@ -235,6 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config, duration } => run_live(&config, duration),
+        Command::Nab { corpus, config } => nab(&corpus, config.as_deref()),
         Command::Demo {
             kafka: Some(bootstrap),
             ..
@@ -246,6 +255,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => mqwatch::demo::rabbitmq::demo(&uri, &management_url).map_err(anyhow::Error::msg),
         Command::Demo { seed, hours, .. } => demo(seed, hours),
     }
+}
+
+fn nab(corpus: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    if !corpus.join("labels/combined_windows.json").is_file() {
+        return Err(UsageError(format!(
+            "{}: not a NAB corpus (no labels/combined_windows.json)",
+            corpus.display()
+        ))
+        .into());
+    }
+    let ours = mqwatch::dataset::nab::score_corpus(corpus, &config).map_err(anyhow::Error::msg)?;
+    let published: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>> =
+        std::fs::read_to_string(corpus.join("results/final_results.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+    let mut rows: Vec<(String, [f64; 3])> = published
+        .iter()
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                mqwatch::dataset::nab::PROFILES.map(|p| s.get(p.name).copied().unwrap_or(f64::NAN)),
+            )
+        })
+        .collect();
+    rows.push((
+        "mqwatch".into(),
+        mqwatch::dataset::nab::PROFILES.map(|p| ours[p.name]),
+    ));
+    rows.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]));
+    println!(
+        "{:<20} {:>9} {:>19} {:>19}",
+        "detector", "standard", "reward_low_FP_rate", "reward_low_FN_rate"
+    );
+    for (name, s) in rows {
+        let mark = if name == "mqwatch" { " <" } else { "" };
+        println!(
+            "{:<20} {:>9.1} {:>19.1} {:>19.1}{mark}",
+            name, s[0], s[1], s[2]
+        );
+    }
+    Ok(())
 }
 
 fn run_live(config_path: &Path, duration: Option<std::time::Duration>) -> anyhow::Result<()> {

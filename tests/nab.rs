@@ -112,3 +112,17 @@ fn reproduces_windowed_gaussian_row_by_row_file_by_file_and_in_total() {
         );
     }
 }
+
+#[test]
+fn mqwatch_on_the_nab_corpus_keeps_its_floor() {
+    let corpus = corpus();
+    let cfg = mqwatch::config::Config::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/nab/mqwatch-nab.toml"),
+    )
+    .unwrap();
+    let scores = mqwatch::dataset::nab::score_corpus(&corpus, &cfg).unwrap();
+    // Measured 27.3 / 22.9 / 29.4 with the generic level detector alone.
+    assert!(scores["standard"] >= 25.0, "{scores:?}");
+    assert!(scores["reward_low_FP_rate"] >= 20.0, "{scores:?}");
+    assert!(scores["reward_low_FN_rate"] >= 27.0, "{scores:?}");
+}

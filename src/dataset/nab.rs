@@ -197,6 +197,107 @@ pub fn load_windows(path: &Path) -> Result<BTreeMap<String, Vec<(i64, i64)>>, St
         .collect()
 }
 
+/// One NAB data file: `timestamp,value` rows.
+pub struct Series {
+    pub timestamps: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+pub fn load_series(path: &Path) -> Result<Series, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut s = Series {
+        timestamps: Vec::new(),
+        values: Vec::new(),
+    };
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let (t, v) = line
+            .split_once(',')
+            .ok_or_else(|| format!("{}:line {}: not `timestamp,value`", path.display(), n + 1))?;
+        s.timestamps.push(parse_timestamp(t)?);
+        s.values.push(
+            v.trim()
+                .parse()
+                .map_err(|e| format!("{}:line {}: {e}", path.display(), n + 1))?,
+        );
+    }
+    Ok(s)
+}
+
+/// Streams one series through the engine (generic-gauge path, one interval per row step) and
+/// returns the rows where an alert episode fired.
+pub fn detect(config: &crate::config::Config, name: &str, s: &Series) -> Vec<bool> {
+    use std::sync::Arc;
+    let mut steps: Vec<i64> = s
+        .timestamps
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 0)
+        .collect();
+    steps.sort_unstable();
+    let step = steps.get(steps.len() / 2).copied().unwrap_or(300).max(1) as u64;
+    let mut cfg = config.clone();
+    cfg.engine.interval = std::time::Duration::from_secs(step);
+    cfg.engine.lateness = std::time::Duration::from_millis(step * 500);
+    cfg.engine.workers = 1;
+    let (pipeline, alerts) = crate::pipeline::Pipeline::start(Arc::new(cfg));
+    let collector = std::thread::spawn(move || alerts.into_iter().collect::<Vec<_>>());
+    let mut ingest = pipeline.ingest();
+    let labels: crate::event::LabelVec = [(
+        std::borrow::Cow::Borrowed("file"),
+        std::borrow::Cow::Borrowed(name),
+    )]
+    .into_iter()
+    .collect();
+    for (&t, &v) in s.timestamps.iter().zip(&s.values) {
+        ingest.push(&crate::event::RawEvent {
+            ts: t * 1000,
+            name: std::borrow::Cow::Borrowed("nab_value"),
+            labels: labels.clone(),
+            value: v,
+            kind: None,
+        });
+    }
+    drop(ingest);
+    pipeline.finish();
+    let mut detections = vec![false; s.timestamps.len()];
+    for a in collector
+        .join()
+        .expect("alert collector")
+        .iter()
+        .filter(|a| a.ts == a.started_at)
+    {
+        // An alert closes the interval of the row before its time.
+        let row = s.timestamps.partition_point(|&t| t * 1000 < a.started_at);
+        if row > 0 {
+            detections[row - 1] = true;
+        }
+    }
+    detections
+}
+
+/// mqwatch's normalised score per profile over a NAB corpus directory.
+pub fn score_corpus(
+    corpus: &Path,
+    config: &crate::config::Config,
+) -> Result<BTreeMap<&'static str, f64>, String> {
+    let windows = load_windows(&corpus.join("labels/combined_windows.json"))?;
+    let mut raw: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
+    for (file, ws) in &windows {
+        let series = load_series(&corpus.join("data").join(file))?;
+        let detections = detect(config, file, &series);
+        for p in PROFILES {
+            let s = score_file(&series.timestamps, ws, &detections, &p);
+            let e = raw.entry(p.name).or_default();
+            e.0 += s.score;
+            e.1 += s.windows;
+        }
+    }
+    Ok(PROFILES
+        .iter()
+        .map(|p| (p.name, normalised(raw[p.name].0, raw[p.name].1, p)))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
