@@ -1,7 +1,7 @@
 //! TOML configuration: every setting has a default, so no file is needed at all.
 //!
-//! `[engine]` shapes the pipeline; `[latency]`, `[backlog]`, `[stall]`, `[level]` and `[alerts]`
-//! tune the detectors. Any detector setting can be overridden per entity by `[[override]]` tables
+//! `[engine]` shapes the pipeline; `[latency]`, `[backlog]`, `[stall]`, `[level]`, `[learned]` and
+//! `[alerts]` tune the detectors. Any detector setting can be overridden per entity by `[[override]]` tables
 //! whose `match` names labels (`topic`, `consumergroup`, `queue`, `cluster`, ...):
 //!
 //! ```toml
@@ -33,6 +33,9 @@ pub struct Config {
     pub kafka: Option<crate::kafka::KafkaConfig>,
     /// Alerts on stdout (JSONL) in live mode.
     pub stdout: bool,
+    /// Learned baselines to score with (loaded from `models/`, not part of the TOML).
+    #[serde(skip)]
+    pub models: Option<std::sync::Arc<crate::learn::ModelSet>>,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             rabbitmq: None,
             kafka: None,
             stdout: true,
+            models: None,
         }
     }
 }
@@ -113,6 +117,7 @@ pub struct DetectorConfig {
     pub backlog: BacklogConfig,
     pub stall: StallConfig,
     pub level: LevelConfig,
+    pub learned: LearnedConfig,
     pub alerts: AlertConfig,
 }
 
@@ -241,6 +246,23 @@ impl Default for LevelConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct LearnedConfig {
+    /// Where a learned model is loaded, a latency or backlog finding fires only if the model found
+    /// one of the entity's intervals abnormal within this window (stall findings always fire).
+    #[serde(with = "humantime_serde")]
+    pub confirm_window: Duration,
+}
+
+impl Default for LearnedConfig {
+    fn default() -> Self {
+        LearnedConfig {
+            confirm_window: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AlertConfig {
     /// Consecutive clean intervals before a firing alert resolves.
     pub resolve_after_intervals: usize,
@@ -285,9 +307,9 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        const SECTIONS: [&str; 10] = [
-            "engine", "latency", "backlog", "stall", "level", "alerts", "override", "rabbitmq",
-            "kafka", "stdout",
+        const SECTIONS: [&str; 11] = [
+            "engine", "latency", "backlog", "stall", "level", "learned", "alerts", "override",
+            "rabbitmq", "kafka", "stdout",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;

@@ -10,6 +10,7 @@
 //! 4. Each time event time closes an interval, [`detect`]'s pure detectors judge every entity.
 //! 5. [`alert`] turns findings into episodes (firing → resolved, stable ids) for the [`sink`]s.
 //!
+//! [`learn`] fits learned baselines offline and scores intervals with them in the workers.
 //! [`dataset`] holds the offline tools: the scenario generator, labels and scoring.
 //! [`config`] has every setting with its default; [`telemetry`] counts what came in and what was
 //! refused or dropped.
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod detect;
 pub mod event;
 pub mod kafka;
+pub mod learn;
 pub mod pipeline;
 pub mod rabbitmq;
 pub mod run;

@@ -13,6 +13,7 @@ use mqwatch::config::Config;
 use mqwatch::dataset::eval::{evaluate, EvalReport};
 use mqwatch::dataset::gen::{generate, GenOptions, DEFAULT_START_MS};
 use mqwatch::dataset::labels::LabelFile;
+use mqwatch::learn::ModelSet;
 use mqwatch::run::{replay, ReplayOptions, ReplayReport};
 use mqwatch::sink::{JsonlSink, Sink};
 use mqwatch::source::OnError;
@@ -26,6 +27,31 @@ use mqwatch::source::OnError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Directory of learned models to score with [default: ./models, when it exists].
+    #[arg(long, global = true, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// Statistical detectors only: load no learned model.
+    #[arg(long, global = true, conflicts_with = "models")]
+    no_models: bool,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<Option<Arc<ModelSet>>> {
+        let dir = match (&self.models, self.no_models) {
+            (_, true) => return Ok(None),
+            (Some(d), _) => d.clone(),
+            (None, _) if Path::new("models").is_dir() => PathBuf::from("models"),
+            (None, _) => return Ok(None),
+        };
+        let set = ModelSet::load_dir(&dir).map_err(|e| UsageError(e.to_string()))?;
+        Ok((!set.is_empty()).then(|| Arc::new(set)))
+    }
 }
 
 #[derive(Subcommand)]
@@ -60,6 +86,25 @@ enum Command {
         /// Write the alerts of the run to this file (JSONL).
         #[arg(long)]
         alerts_out: Option<PathBuf>,
+    },
+    /// Fit learned baselines (one Gaussian mixture per entity class, with seasonal profiles) from
+    /// history; intervals inside the labelled incidents are left out.
+    Train {
+        #[arg(long, required = true, num_args = 1..)]
+        events: Vec<PathBuf>,
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// The model file to write, e.g. models/payments.json.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Name recorded in the model [default: the file name of --out].
+        #[arg(long)]
+        name: Option<String>,
+        /// Quantile of held-out normal intervals' scores that sets the threshold.
+        #[arg(long, default_value_t = 0.999)]
+        threshold_quantile: f64,
     },
     /// Generate a labelled scenario: DIR/events.jsonl and DIR/labels.json.
     Gen {
@@ -149,13 +194,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<&Path>) -> anyhow::Result<Arc<Config>> {
-    match path {
-        None => Ok(Arc::new(Config::default())),
-        Some(p) => Config::load(p)
-            .map(Arc::new)
-            .map_err(|e| UsageError(e.to_string()).into()),
-    }
+fn load_config(path: Option<&Path>, models: Option<Arc<ModelSet>>) -> anyhow::Result<Arc<Config>> {
+    let mut config = match path {
+        None => Config::default(),
+        Some(p) => Config::load(p).map_err(|e| UsageError(e.to_string()))?,
+    };
+    config.models = models;
+    Ok(Arc::new(config))
 }
 
 fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
@@ -166,7 +211,8 @@ fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Cli { command, models } = cli;
+    match command {
         Command::Replay {
             files,
             config,
@@ -174,7 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             quiet,
         } => {
-            let config = load_config(config.as_deref())?;
+            let config = load_config(config.as_deref(), models.load()?)?;
             check_files(&files)?;
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
             if !quiet {
@@ -204,7 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             alerts_out,
         } => {
-            let config = load_config(config.as_deref())?;
+            let config = load_config(config.as_deref(), models.load()?)?;
             check_files(&events)?;
             let labels = LabelFile::load(&labels).map_err(|e| UsageError(e.to_string()))?;
             let (report, run) = eval(config, &events, &labels, alerts_out.as_deref())?;
@@ -213,6 +259,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }
             print_summary(&run);
+            Ok(())
+        }
+        Command::Train {
+            events,
+            labels,
+            out,
+            config,
+            name,
+            threshold_quantile,
+        } => {
+            if !(0.5..1.0).contains(&threshold_quantile) {
+                return Err(UsageError("--threshold-quantile must be in [0.5, 1)".into()).into());
+            }
+            let config = load_config(config.as_deref(), None)?;
+            check_files(&events)?;
+            let label_file = labels
+                .as_deref()
+                .map(LabelFile::load)
+                .transpose()
+                .map_err(|e| UsageError(e.to_string()))?;
+            let opts = mqwatch::learn::TrainOptions {
+                name: name.unwrap_or_else(|| {
+                    out.file_stem()
+                        .map_or("model".into(), |s| s.to_string_lossy().into_owned())
+                }),
+                threshold_quantile,
+                ..Default::default()
+            };
+            let (rows, span) = mqwatch::learn::collect_rows(&config, &events)?;
+            let with_labels = label_file.as_ref().zip(labels.as_deref());
+            let model = mqwatch::learn::train(&rows, span, with_labels, &events, &opts)?;
+            model.save(&out)?;
+            print!("{}", model_summary(&model));
+            eprintln!("wrote {}", out.display());
             Ok(())
         }
         Command::Gen {
@@ -242,7 +322,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { config, duration } => run_live(&config, duration),
+        Command::Run { config, duration } => run_live(&config, duration, models.load()?),
         Command::Nab { corpus, config } => nab(&corpus, config.as_deref()),
         Command::Demo {
             kafka: Some(bootstrap),
@@ -253,12 +333,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             management_url,
             ..
         } => mqwatch::demo::rabbitmq::demo(&uri, &management_url).map_err(anyhow::Error::msg),
-        Command::Demo { seed, hours, .. } => demo(seed, hours),
+        Command::Demo { seed, hours, .. } => demo(seed, hours, models.load()?),
     }
 }
 
 fn nab(corpus: &Path, config: Option<&Path>) -> anyhow::Result<()> {
-    let config = load_config(config)?;
+    let config = load_config(config, None)?;
     if !corpus.join("labels/combined_windows.json").is_file() {
         return Err(UsageError(format!(
             "{}: not a NAB corpus (no labels/combined_windows.json)",
@@ -300,10 +380,14 @@ fn nab(corpus: &Path, config: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_live(config_path: &Path, duration: Option<std::time::Duration>) -> anyhow::Result<()> {
+fn run_live(
+    config_path: &Path,
+    duration: Option<std::time::Duration>,
+    models: Option<Arc<ModelSet>>,
+) -> anyhow::Result<()> {
     use mqwatch::source::LiveSource;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let config = load_config(Some(config_path))?;
+    let config = load_config(Some(config_path), models)?;
     let mut sources: Vec<Box<dyn LiveSource>> = Vec::new();
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if config.stdout {
@@ -466,7 +550,7 @@ fn print_summary(r: &ReplayReport) {
     );
 }
 
-fn demo(seed: u64, hours: f64) -> anyhow::Result<()> {
+fn demo(seed: u64, hours: f64, models: Option<Arc<ModelSet>>) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("mqwatch-demo-{}", std::process::id()));
     let opts = GenOptions {
         scenario: "payments".into(),
@@ -481,7 +565,7 @@ fn demo(seed: u64, hours: f64) -> anyhow::Result<()> {
     let (events, _, summary) = write_scenario(&opts, &dir, false)?;
     let labels = LabelFile::load(&dir.join("labels.json"))?;
     eprintln!("replaying {} events through the engine\n", summary.events);
-    let (report, run) = eval(Arc::new(Config::default()), &[events], &labels, None)?;
+    let (report, run) = eval(load_config(None, models)?, &[events], &labels, None)?;
     for a in &run.alerts {
         println!("{}", describe(a));
     }
@@ -506,4 +590,32 @@ fn describe(a: &Alert) -> String {
         a.kind.as_str(),
         a.summary
     )
+}
+
+fn model_summary(m: &mqwatch::learn::ModelFile) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<13} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}\n",
+        "class", "train", "excluded", "components", "threshold", "holdout", "incident"
+    );
+    for (class, c) in &m.classes {
+        let e = &c.evaluation;
+        let _ = writeln!(
+            out,
+            "{:<13} {:>9} {:>9} {:>10} {:>10.2} {:>8.2}% {:>9}",
+            class.as_str(),
+            e.train_intervals,
+            m.training
+                .excluded_intervals
+                .get(class)
+                .copied()
+                .unwrap_or(0),
+            c.mixture.weights.len(),
+            c.threshold,
+            100.0 * e.holdout_flagged,
+            e.incident_flagged
+                .map_or("-".into(), |f| format!("{:.1}%", 100.0 * f)),
+        );
+    }
+    out
 }

@@ -26,6 +26,8 @@ pub struct ReplayOptions {
     pub collect: bool,
     /// Refused inputs reported one by one before only counting them.
     pub errors_shown: usize,
+    /// Where every entity's interval features go, for training and reports.
+    pub features: Option<crossbeam_channel::Sender<crate::learn::FeatureRow>>,
 }
 
 impl Default for ReplayOptions {
@@ -35,6 +37,7 @@ impl Default for ReplayOptions {
             progress: false,
             collect: false,
             errors_shown: 20,
+            features: None,
         }
     }
 }
@@ -71,7 +74,7 @@ pub fn replay(
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
-    let (pipeline, alerts) = Pipeline::start(config);
+    let (pipeline, alerts) = Pipeline::start_with_features(config, opts.features.clone());
     let delivery = deliver(alerts, sinks, opts.collect);
     let bar = progress_bar(paths, opts.progress);
     let mut errors = Vec::new();

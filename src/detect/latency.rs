@@ -12,7 +12,7 @@ use crate::config::LatencyConfig;
 use crate::window::IntervalQuantiles;
 
 /// Below this many observations an interval says too little to judge.
-const MIN_COUNT: u64 = 5;
+pub const MIN_COUNT: u64 = 5;
 /// A 5% wiggle is never more than one unit of z, however flat the history.
 const MIN_LOG_SCALE: f64 = 0.05;
 

@@ -14,7 +14,7 @@ mod stall;
 
 pub use backlog::{BacklogDetector, BacklogInput};
 pub use baseline::RobustHistory;
-pub use latency::LatencyDetector;
+pub use latency::{LatencyDetector, MIN_COUNT as LATENCY_MIN_COUNT};
 pub use level::LevelDetector;
 pub use stall::{GroupStallDetector, PartitionView, QueueStallDetector, QueueView};
 

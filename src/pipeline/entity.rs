@@ -12,6 +12,7 @@ use crate::detect::{
     BacklogDetector, BacklogInput, GroupStallDetector, LatencyDetector, LevelDetector,
     PartitionView, QueueStallDetector, QueueView,
 };
+use crate::learn::{LearnedTrack, Raw};
 use crate::window::{Counter, Gauge, LatencyWindow};
 
 /// Log-end offsets of one topic's partitions, shared by every group that consumes it.
@@ -55,10 +56,17 @@ pub struct KafkaGroup {
     backlog: BacklogDetector,
     stall_track: AlertTrack,
     backlog_track: AlertTrack,
+    learned: LearnedTrack,
 }
 
 impl KafkaGroup {
-    pub fn new(topic: u32, entity: Arc<Entity>, group: &str, cfg: &DetectorConfig) -> Self {
+    pub fn new(
+        topic: u32,
+        entity: Arc<Entity>,
+        group: &str,
+        cfg: &DetectorConfig,
+        learned: LearnedTrack,
+    ) -> Self {
         KafkaGroup {
             topic,
             entity,
@@ -70,6 +78,7 @@ impl KafkaGroup {
             backlog: BacklogDetector::new(&cfg.backlog),
             stall_track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
             backlog_track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
+            learned,
         }
     }
 
@@ -131,6 +140,15 @@ impl KafkaGroup {
             interval_secs,
             time_lag,
         });
+        let raw = self.fresh.then(|| Raw::KafkaGroup {
+            backlog: views.iter().filter_map(|v| v.lag).sum(),
+            consume_rate: consumed / interval_secs,
+            members: self.members.value().unwrap_or(0.0),
+        });
+        self.learned.observe(now, &self.entity, raw);
+        let growth = self
+            .learned
+            .confirm(now, growth, self.backlog_track.is_firing());
         self.fresh = false;
         emit(&mut self.stall_track, now, &self.entity, stall, out);
         emit(&mut self.backlog_track, now, &self.entity, growth, out);
@@ -164,10 +182,11 @@ pub struct RabbitQueue {
     backlog: BacklogDetector,
     stall_track: AlertTrack,
     backlog_track: AlertTrack,
+    learned: LearnedTrack,
 }
 
 impl RabbitQueue {
-    pub fn new(entity: Arc<Entity>, cfg: &DetectorConfig) -> Self {
+    pub fn new(entity: Arc<Entity>, cfg: &DetectorConfig, learned: LearnedTrack) -> Self {
         RabbitQueue {
             entity,
             ready: Gauge::default(),
@@ -183,6 +202,7 @@ impl RabbitQueue {
             backlog: BacklogDetector::new(&cfg.backlog),
             stall_track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
             backlog_track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
+            learned,
         }
     }
 
@@ -231,6 +251,16 @@ impl RabbitQueue {
             interval_secs,
             time_lag: None,
         });
+        let raw = self.fresh.then(|| Raw::RabbitQueue {
+            ready: view.ready.unwrap_or(0.0),
+            unacked: view.unacked.unwrap_or(0.0),
+            ack_rate: consumed / interval_secs,
+            consumers: self.consumers.value().unwrap_or(0.0),
+        });
+        self.learned.observe(now, &self.entity, raw);
+        let growth = self
+            .learned
+            .confirm(now, growth, self.backlog_track.is_firing());
         self.fresh = false;
         emit(&mut self.stall_track, now, &self.entity, stall, out);
         emit(&mut self.backlog_track, now, &self.entity, growth, out);
@@ -242,10 +272,11 @@ pub struct LatencySeries {
     pub window: LatencyWindow,
     detector: LatencyDetector,
     track: AlertTrack,
+    learned: LearnedTrack,
 }
 
 impl LatencySeries {
-    pub fn new(entity: Arc<Entity>, cfg: &DetectorConfig) -> Self {
+    pub fn new(entity: Arc<Entity>, cfg: &DetectorConfig, learned: LearnedTrack) -> Self {
         LatencySeries {
             entity,
             window: LatencyWindow::new(
@@ -254,13 +285,21 @@ impl LatencySeries {
             ),
             detector: LatencyDetector::new(&cfg.latency),
             track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
+            learned,
         }
     }
 
     pub fn close(&mut self, now: i64, slot: i64, out: &mut impl FnMut(Alert)) {
-        let finding = self
-            .detector
-            .on_interval(self.window.interval(slot).as_ref());
+        let q = self.window.interval(slot);
+        let finding = self.detector.on_interval(q.as_ref());
+        let raw = q
+            .filter(|q| q.count >= crate::detect::LATENCY_MIN_COUNT)
+            .map(|q| Raw::Latency {
+                p50: q.p50,
+                p99: q.p99,
+            });
+        self.learned.observe(now, &self.entity, raw);
+        let finding = self.learned.confirm(now, finding, self.track.is_firing());
         emit(&mut self.track, now, &self.entity, finding, out);
     }
 }

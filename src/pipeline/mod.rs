@@ -25,6 +25,7 @@ use rustc_hash::FxHashMap;
 use crate::alert::Alert;
 use crate::config::{Backpressure, Config};
 use crate::event::{ErrorReason, Family, RawEvent, SeriesKey};
+use crate::learn::FeatureRow;
 use crate::telemetry::{InputStats, WorkerStats};
 
 pub use worker::Worker;
@@ -64,6 +65,15 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the workers; alerts come out of the returned receiver until the pipeline finishes.
     pub fn start(config: Arc<Config>) -> (Pipeline, Receiver<Alert>) {
+        Pipeline::start_with_features(config, None)
+    }
+
+    /// As [`start`](Pipeline::start), and every entity's interval features also go to `features`
+    /// (for training and reports).
+    pub fn start_with_features(
+        config: Arc<Config>,
+        features: Option<Sender<FeatureRow>>,
+    ) -> (Pipeline, Receiver<Alert>) {
         let n = config.engine.worker_count();
         let (alert_tx, alert_rx) = bounded(4096);
         let recycle = bounded(n * config.engine.queue_batches + 2 * n);
@@ -72,7 +82,7 @@ impl Pipeline {
         for i in 0..n {
             let (tx, rx) = bounded::<Batch>(config.engine.queue_batches);
             senders.push(tx);
-            let w = Worker::new(config.clone(), alert_tx.clone());
+            let w = Worker::new(config.clone(), alert_tx.clone(), features.clone());
             let back = recycle.0.clone();
             workers.push(
                 std::thread::Builder::new()

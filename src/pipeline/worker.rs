@@ -14,8 +14,9 @@ use super::entity::{
 };
 use super::{Batch, Msg, SeriesInfo};
 use crate::alert::{Alert, Entity};
-use crate::config::Config;
+use crate::config::{Config, DetectorConfig};
 use crate::event::{Family, SeriesKey};
+use crate::learn::{EntityClass, FeatureRow, LearnedTrack};
 use crate::telemetry::WorkerStats;
 
 /// A gap longer than this many intervals is skipped rather than closed interval by interval.
@@ -50,11 +51,16 @@ pub struct Worker {
     open_slot: Option<i64>,
     max_ts: i64,
     alerts: Sender<Alert>,
+    features: Option<Sender<FeatureRow>>,
     stats: WorkerStats,
 }
 
 impl Worker {
-    pub fn new(config: Arc<Config>, alerts: Sender<Alert>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        alerts: Sender<Alert>,
+        features: Option<Sender<FeatureRow>>,
+    ) -> Self {
         Worker {
             interval: config.engine.interval_ms(),
             lateness: config.engine.lateness_ms(),
@@ -71,6 +77,7 @@ impl Worker {
             open_slot: None,
             max_ts: i64::MIN,
             alerts,
+            features,
             stats: WorkerStats::default(),
         }
     }
@@ -237,7 +244,9 @@ impl Worker {
             Family::Latency => {
                 let cfg = self.detectors_for(&key.labels);
                 let entity = Entity::new(key.labels.clone(), latency_display(key));
-                self.latencies.push(LatencySeries::new(entity, &cfg));
+                let learned = self.learned(EntityClass::Latency, &cfg);
+                self.latencies
+                    .push(LatencySeries::new(entity, &cfg, learned));
                 Route::Latency((self.latencies.len() - 1) as u32)
             }
             Family::Generic => {
@@ -252,7 +261,18 @@ impl Worker {
         self.routes.insert(id, route);
     }
 
-    fn detectors_for(&self, labels: &[(Box<str>, Box<str>)]) -> crate::config::DetectorConfig {
+    fn learned(&self, class: EntityClass, cfg: &DetectorConfig) -> LearnedTrack {
+        let model = self
+            .config
+            .models
+            .as_ref()
+            .and_then(|m| m.get(class))
+            .cloned();
+        let confirm_ms = cfg.learned.confirm_window.as_millis() as i64;
+        LearnedTrack::new(model, self.features.clone(), confirm_ms)
+    }
+
+    fn detectors_for(&self, labels: &[(Box<str>, Box<str>)]) -> DetectorConfig {
         self.config
             .detectors_for(labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
@@ -278,8 +298,14 @@ impl Worker {
         let labels = entity_labels(key, &["cluster", "topic", "consumergroup"]);
         let cfg = self.detectors_for(&labels);
         let entity = Entity::new(labels, format!("{}/{}", l("topic"), l("consumergroup")));
-        self.groups
-            .push(KafkaGroup::new(topic, entity, l("consumergroup"), &cfg));
+        let learned = self.learned(EntityClass::KafkaGroup, &cfg);
+        self.groups.push(KafkaGroup::new(
+            topic,
+            entity,
+            l("consumergroup"),
+            &cfg,
+            learned,
+        ));
         let id = (self.groups.len() - 1) as u32;
         self.group_ids.insert(gk, id);
         id
@@ -293,8 +319,12 @@ impl Worker {
             None => {
                 let cfg = self.detectors_for(&labels);
                 let display = format!("queue {}", key.label("queue").unwrap_or(""));
-                self.queues
-                    .push(RabbitQueue::new(Entity::new(labels, display), &cfg));
+                let learned = self.learned(EntityClass::RabbitQueue, &cfg);
+                self.queues.push(RabbitQueue::new(
+                    Entity::new(labels, display),
+                    &cfg,
+                    learned,
+                ));
                 let id = (self.queues.len() - 1) as u32;
                 self.queue_ids.insert(qk, id);
                 id
