@@ -86,6 +86,9 @@ enum Command {
         /// Write the alerts of the run to this file (JSONL).
         #[arg(long)]
         alerts_out: Option<PathBuf>,
+        /// Write an HTML report with plots of every incident and false alert to DIR/index.html.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Fit learned baselines (one Gaussian mixture per entity class, with seasonal profiles) from
     /// history; intervals inside the labelled incidents are left out.
@@ -249,11 +252,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             format,
             alerts_out,
+            report: report_dir,
         } => {
             let config = load_config(config.as_deref(), models.load()?)?;
             check_files(&events)?;
             let labels = LabelFile::load(&labels).map_err(|e| UsageError(e.to_string()))?;
-            let (report, run) = eval(config, &events, &labels, alerts_out.as_deref())?;
+            let (features, rows) = match report_dir {
+                Some(_) => {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    (Some(tx), Some(rx))
+                }
+                None => (None, None),
+            };
+            let (report, run) = eval(
+                config.clone(),
+                &events,
+                &labels,
+                alerts_out.as_deref(),
+                features,
+            )?;
+            if let (Some(dir), Some(rows)) = (report_dir, rows) {
+                let rows: Vec<_> = rows.try_iter().collect();
+                let title = format!("mqwatch evaluation: {}", events[0].display());
+                let path = mqwatch::dataset::report::write_report(
+                    &dir,
+                    &title,
+                    &report,
+                    &run.alerts,
+                    &rows,
+                    config.models.as_deref(),
+                )
+                .with_context(|| format!("cannot write the report to {}", dir.display()))?;
+                eprintln!("report: {}", path.display());
+            }
             match format {
                 Format::Table => print!("{}", report.to_table()),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -511,6 +542,7 @@ fn eval(
     events: &[PathBuf],
     labels: &LabelFile,
     alerts_out: Option<&Path>,
+    features: Option<crossbeam_channel::Sender<mqwatch::learn::FeatureRow>>,
 ) -> anyhow::Result<(EvalReport, ReplayReport)> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(p) = alerts_out {
@@ -519,6 +551,7 @@ fn eval(
     let opts = ReplayOptions {
         collect: true,
         progress: true,
+        features,
         ..Default::default()
     };
     let run = replay(config, events, sinks, &opts)?;
@@ -565,7 +598,7 @@ fn demo(seed: u64, hours: f64, models: Option<Arc<ModelSet>>) -> anyhow::Result<
     let (events, _, summary) = write_scenario(&opts, &dir, false)?;
     let labels = LabelFile::load(&dir.join("labels.json"))?;
     eprintln!("replaying {} events through the engine\n", summary.events);
-    let (report, run) = eval(load_config(None, models)?, &[events], &labels, None)?;
+    let (report, run) = eval(load_config(None, models)?, &[events], &labels, None, None)?;
     for a in &run.alerts {
         println!("{}", describe(a));
     }

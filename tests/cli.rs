@@ -162,7 +162,43 @@ fn gen_then_eval_reports_a_scorecard() {
     assert_eq!(code, 0);
     let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(r["recall"], 1.0);
-    assert!(r["incidents"].as_u64().unwrap() >= 2);
+    let incidents = r["incidents"].as_u64().unwrap();
+    assert!(incidents >= 2);
+
+    // The same run as a report people look at: every incident plotted with its window, alerts
+    // and baseline, in one self-contained page.
+    let report = dir.path().join("report");
+    let (code, _, stderr) = mqwatch(&[
+        "eval",
+        "--events",
+        events.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    for n in 0..incidents {
+        assert!(
+            html.contains(&format!("id=\"incident-{n}\"")),
+            "incident {n} missing"
+        );
+    }
+    assert!(html.matches("<svg").count() as u64 >= incidents);
+    for part in [
+        "labelled incident",
+        "baseline (median",
+        "consumer_stall",
+        "False alerts",
+    ] {
+        assert!(html.contains(part), "report lacks {part:?}");
+    }
+    assert!(!html.contains("plot failed"));
+    assert!(
+        !html.contains("src=\"http"),
+        "the report must not load anything"
+    );
 }
 
 #[test]
