@@ -231,6 +231,12 @@ pub struct LevelConfig {
     pub warmup_intervals: usize,
     pub z_threshold: f64,
     pub persistence: usize,
+    /// The *surprise* path (0 turns it off): each interval's surprise is its level z plus the z of
+    /// its jump from the previous interval; when the mean surprise of the last
+    /// `surprise_intervals` stands this many standard deviations above the series' long-run
+    /// surprise, it fires once. It adapts to each series' own noise, so one setting fits many.
+    pub surprise_intervals: usize,
+    pub surprise_z_threshold: f64,
 }
 
 impl Default for LevelConfig {
@@ -240,6 +246,8 @@ impl Default for LevelConfig {
             warmup_intervals: 30,
             z_threshold: 6.0,
             persistence: 2,
+            surprise_intervals: 0,
+            surprise_z_threshold: 2.0,
         }
     }
 }

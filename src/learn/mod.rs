@@ -57,8 +57,21 @@ impl LearnedTrack {
         }
     }
 
-    /// Takes the interval ending at `now`; `None` when the entity measured nothing this interval.
-    pub fn observe(&mut self, now: i64, entity: &Arc<Entity>, raw: Option<Raw>) {
+    /// Takes the interval ending at `now` (`raw` is `None` when the entity measured nothing) and
+    /// passes on the detector's finding if the model confirms it (see [`confirm`](Self::confirm)).
+    pub fn judge(
+        &mut self,
+        now: i64,
+        entity: &Arc<Entity>,
+        raw: Option<Raw>,
+        finding: Option<Finding>,
+        already_firing: bool,
+    ) -> Option<Finding> {
+        self.observe(now, entity, raw);
+        self.confirm(now, finding, already_firing)
+    }
+
+    fn observe(&mut self, now: i64, entity: &Arc<Entity>, raw: Option<Raw>) {
         let Some(raw) = raw else {
             return;
         };
@@ -88,12 +101,7 @@ impl LearnedTrack {
     /// A latency or backlog finding passes when the model agrees (it found an interval abnormal
     /// within the confirmation window) or the episode is already open; without a model every
     /// finding passes. A confirmed finding is explained by the model's strongest features.
-    pub fn confirm(
-        &self,
-        now: i64,
-        finding: Option<Finding>,
-        already_firing: bool,
-    ) -> Option<Finding> {
+    fn confirm(&self, now: i64, finding: Option<Finding>, already_firing: bool) -> Option<Finding> {
         let mut f = finding?;
         let Some(model) = &self.model else {
             return Some(f);

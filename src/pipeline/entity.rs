@@ -145,10 +145,13 @@ impl KafkaGroup {
             consume_rate: consumed / interval_secs,
             members: self.members.value().unwrap_or(0.0),
         });
-        self.learned.observe(now, &self.entity, raw);
-        let growth = self
-            .learned
-            .confirm(now, growth, self.backlog_track.is_firing());
+        let growth = self.learned.judge(
+            now,
+            &self.entity,
+            raw,
+            growth,
+            self.backlog_track.is_firing(),
+        );
         self.fresh = false;
         emit(&mut self.stall_track, now, &self.entity, stall, out);
         emit(&mut self.backlog_track, now, &self.entity, growth, out);
@@ -257,10 +260,13 @@ impl RabbitQueue {
             ack_rate: consumed / interval_secs,
             consumers: self.consumers.value().unwrap_or(0.0),
         });
-        self.learned.observe(now, &self.entity, raw);
-        let growth = self
-            .learned
-            .confirm(now, growth, self.backlog_track.is_firing());
+        let growth = self.learned.judge(
+            now,
+            &self.entity,
+            raw,
+            growth,
+            self.backlog_track.is_firing(),
+        );
         self.fresh = false;
         emit(&mut self.stall_track, now, &self.entity, stall, out);
         emit(&mut self.backlog_track, now, &self.entity, growth, out);
@@ -298,8 +304,9 @@ impl LatencySeries {
                 p50: q.p50,
                 p99: q.p99,
             });
-        self.learned.observe(now, &self.entity, raw);
-        let finding = self.learned.confirm(now, finding, self.track.is_firing());
+        let finding = self
+            .learned
+            .judge(now, &self.entity, raw, finding, self.track.is_firing());
         emit(&mut self.track, now, &self.entity, finding, out);
     }
 }
