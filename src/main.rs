@@ -50,6 +50,9 @@ impl ModelArgs {
             (None, _) => return Ok(None),
         };
         let set = ModelSet::load_dir(&dir).map_err(|e| UsageError(e.to_string()))?;
+        for (class, path) in &set.sources {
+            eprintln!("learned baseline for {}: {}", class.as_str(), path.display());
+        }
         Ok((!set.is_empty()).then(|| Arc::new(set)))
     }
 }
