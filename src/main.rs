@@ -51,7 +51,11 @@ impl ModelArgs {
         };
         let set = ModelSet::load_dir(&dir).map_err(|e| UsageError(e.to_string()))?;
         for (class, path) in &set.sources {
-            eprintln!("learned baseline for {}: {}", class.as_str(), path.display());
+            eprintln!(
+                "learned baseline for {}: {}",
+                class.as_str(),
+                path.display()
+            );
         }
         Ok((!set.is_empty()).then(|| Arc::new(set)))
     }

@@ -120,3 +120,107 @@ impl LearnedTrack {
         Some(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Severity;
+
+    fn finding(kind: AlertKind) -> Option<Finding> {
+        Some(Finding {
+            kind,
+            severity: Severity::Warning,
+            detector: "test",
+            metric: "p99",
+            observed: 2.0,
+            expected: 1.0,
+            score: 5.0,
+            summary: "p99 doubled".into(),
+            detail: Vec::new(),
+            context: Vec::new(),
+        })
+    }
+
+    fn latency(p99: f64) -> Option<Raw> {
+        Some(Raw::Latency { p50: 10.0, p99 })
+    }
+
+    #[test]
+    fn the_model_holds_back_what_it_finds_normal_and_explains_what_it_confirms() {
+        let mut model = model::unit_model(3);
+        model.compile(EntityClass::Latency).unwrap();
+        let entity = Entity::new(Vec::new(), "t/g".into());
+        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, 20_000);
+        let mut t = 0;
+        let mut step = |track: &mut LearnedTrack, raw, f, firing| {
+            t += 10_000;
+            track.judge(t, &entity, raw, f, firing)
+        };
+        for _ in 0..=WARMUP_INTERVALS {
+            step(&mut track, latency(40.0), None, false);
+        }
+        // Normal to the model: a statistical latency finding is held back, a stall is not.
+        assert!(step(
+            &mut track,
+            latency(40.0),
+            finding(AlertKind::Latency),
+            false
+        )
+        .is_none());
+        assert!(step(
+            &mut track,
+            latency(40.0),
+            finding(AlertKind::ConsumerStall),
+            false
+        )
+        .is_some());
+        // An episode already open goes on.
+        assert!(step(&mut track, latency(40.0), finding(AlertKind::Latency), true).is_some());
+        // Far out: confirmed, and explained by the feature that moved.
+        let f = step(
+            &mut track,
+            latency(4.0e8),
+            finding(AlertKind::Latency),
+            false,
+        )
+        .unwrap();
+        assert!(f.summary.contains("learned baseline: p99"), "{}", f.summary);
+        assert!(f.context.iter().any(|(k, _)| *k == "learned_score"));
+        // Still within the confirmation window one interval later, not three.
+        assert!(step(
+            &mut track,
+            latency(40.0),
+            finding(AlertKind::Latency),
+            false
+        )
+        .is_some());
+        step(&mut track, latency(40.0), None, false);
+        assert!(step(
+            &mut track,
+            latency(40.0),
+            finding(AlertKind::Latency),
+            false
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn without_a_model_every_finding_passes_and_features_still_flow() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let entity = Entity::new(Vec::new(), "q".into());
+        let mut track = LearnedTrack::new(None, Some(tx), 20_000);
+        for i in 0..=WARMUP_INTERVALS as i64 + 5 {
+            let f = track.judge(
+                i * 10_000,
+                &entity,
+                latency(40.0),
+                finding(AlertKind::Latency),
+                false,
+            );
+            assert!(f.is_some());
+        }
+        let rows: Vec<FeatureRow> = rx.try_iter().collect();
+        assert_eq!(rows.len(), 6, "one row per interval once warmed up");
+        assert!(rows.iter().all(|r| r.score.is_none() && r.primary == 40.0));
+    }
+}

@@ -394,42 +394,44 @@ impl ModelSet {
     }
 }
 
+/// A latency model of one standard normal component with threshold 10, uncompiled.
+#[cfg(test)]
+pub(crate) fn unit_model(d: usize) -> ClassModel {
+    let eye: Vec<Vec<f64>> = (0..d)
+        .map(|i| (0..d).map(|j| f64::from(u8::from(i == j))).collect())
+        .collect();
+    ClassModel {
+        features: EntityClass::Latency
+            .feature_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        level_intervals: LEVEL_INTERVALS,
+        seasonal: vec![vec![0.0; d]; 24],
+        center: vec![0.0; d],
+        spread: vec![1.0; d],
+        mixture: Mixture {
+            weights: vec![1.0],
+            means: vec![vec![0.0; d]],
+            covariances: vec![eye],
+        },
+        threshold: 10.0,
+        threshold_quantile: 0.999,
+        selection: Vec::new(),
+        evaluation: ClassEvaluation {
+            train_intervals: 0,
+            holdout_intervals: 0,
+            holdout_flagged: 0.0,
+            incident_intervals: 0,
+            incident_flagged: None,
+        },
+        compiled: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unit_model(d: usize) -> ClassModel {
-        let eye: Vec<Vec<f64>> = (0..d)
-            .map(|i| (0..d).map(|j| f64::from(u8::from(i == j))).collect())
-            .collect();
-        ClassModel {
-            features: EntityClass::Latency
-                .feature_names()
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            level_intervals: LEVEL_INTERVALS,
-            seasonal: vec![vec![0.0; d]; 24],
-            center: vec![0.0; d],
-            spread: vec![1.0; d],
-            mixture: Mixture {
-                weights: vec![1.0],
-                means: vec![vec![0.0; d]],
-                covariances: vec![eye],
-            },
-            threshold: 10.0,
-            threshold_quantile: 0.999,
-            selection: Vec::new(),
-            evaluation: ClassEvaluation {
-                train_intervals: 0,
-                holdout_intervals: 0,
-                holdout_flagged: 0.0,
-                incident_intervals: 0,
-                incident_flagged: None,
-            },
-            compiled: None,
-        }
-    }
 
     #[test]
     fn a_standard_normal_scores_as_one() {
