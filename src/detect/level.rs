@@ -70,8 +70,8 @@ impl LevelDetector {
         self.active = self.streak >= self.cfg.persistence
             || surprised.is_some()
             || (self.active && z.abs() >= self.cfg.z_threshold / 2.0);
-        self.learn(x, jump);
         if !self.active {
+            self.learn(x, jump);
             return None;
         }
         let dir = if x > median { "above" } else { "below" };
