@@ -20,7 +20,8 @@ const SURPRISE_WARMUP: f64 = 300.0;
 pub struct LevelDetector {
     cfg: LevelConfig,
     history: RobustHistory,
-    jumps: RobustHistory,
+    /// Jumps between consecutive values, kept only for the surprise path.
+    jumps: Option<RobustHistory>,
     previous: Option<f64>,
     streak: usize,
     active: bool,
@@ -42,7 +43,7 @@ impl LevelDetector {
         LevelDetector {
             cfg: cfg.clone(),
             history: RobustHistory::new(cfg.history_intervals),
-            jumps: RobustHistory::new(cfg.history_intervals),
+            jumps: (cfg.surprise_intervals > 0).then(|| RobustHistory::new(cfg.history_intervals)),
             previous: None,
             streak: 0,
             active: false,
@@ -102,13 +103,11 @@ impl LevelDetector {
     /// The surprise path: `Some(z of the recent mean surprise)` on the interval it crosses the
     /// threshold (once per crossing).
     fn surprised(&mut self, z: f64, jump: Option<f64>, min_scale: f64) -> Option<f64> {
-        let n = self.cfg.surprise_intervals;
-        if n == 0 {
-            return None;
-        }
+        let jumps = self.jumps.as_ref()?;
         let zj = jump.map_or(0.0, |j| {
-            robust_z(j, self.jumps.median(), self.jumps.scale(), min_scale).abs()
+            robust_z(j, jumps.median(), jumps.scale(), min_scale).abs()
         });
+        let n = self.cfg.surprise_intervals;
         let score = (z.abs() + zj).min(MAX_SURPRISE);
         let s = &mut self.surprise;
         if s.recent.len() == n {
@@ -131,8 +130,8 @@ impl LevelDetector {
 
     fn learn(&mut self, x: f64, jump: Option<f64>) {
         self.history.push(x);
-        if let Some(j) = jump {
-            self.jumps.push(j);
+        if let (Some(jumps), Some(j)) = (self.jumps.as_mut(), jump) {
+            jumps.push(j);
         }
     }
 }
