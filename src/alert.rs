@@ -75,6 +75,14 @@ impl Entity {
     pub fn new(labels: Vec<(Box<str>, Box<str>)>, display: String) -> Arc<Entity> {
         Arc::new(Entity { labels, display })
     }
+
+    /// The labels as alerts and label files carry them.
+    pub fn label_map(&self) -> BTreeMap<String, String> {
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -178,11 +186,7 @@ fn build(
     e: &Entity,
     f: &Finding,
 ) -> Alert {
-    let mut labels: BTreeMap<String, String> = e
-        .labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut labels = e.label_map();
     for (k, v) in &f.detail {
         labels.insert((*k).to_string(), v.clone());
     }

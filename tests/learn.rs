@@ -15,17 +15,10 @@ use mqwatch::learn::{
     TrainOptions, FORMAT_VERSION,
 };
 
-fn labels_of(r: &FeatureRow) -> std::collections::BTreeMap<String, String> {
-    r.entity
-        .labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 fn in_incident(r: &FeatureRow, labels: &LabelFile) -> bool {
     labels.incidents.iter().any(|i| {
-        (i.start..=i.end + GRACE_MS).contains(&r.ts) && same_entity(&i.labels, &labels_of(r))
+        (i.start..=i.end + GRACE_MS).contains(&r.ts)
+            && same_entity(&i.labels, &r.entity.label_map())
     })
 }
 

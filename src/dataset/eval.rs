@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::labels::{same_entity, Incident, LabelFile};
+use super::labels::{entity_name, same_entity, Incident, LabelFile};
 use crate::alert::{Alert, AlertState};
 use crate::detect::AlertKind;
 
@@ -55,9 +55,9 @@ pub struct EvalReport {
 }
 
 /// Episodes in order of start, from any stream of alert updates.
-pub fn episodes(alerts: &[Alert]) -> Vec<Episode> {
+pub fn episodes<'a>(alerts: impl IntoIterator<Item = &'a Alert>) -> Vec<Episode> {
     let mut by_id: BTreeMap<&str, Episode> = BTreeMap::new();
-    for a in alerts.iter().filter(|a| a.state == AlertState::Firing) {
+    for a in alerts.into_iter().filter(|a| a.state == AlertState::Firing) {
         by_id.entry(&a.id).or_insert_with(|| Episode {
             id: a.id.clone(),
             kind: a.kind,
@@ -157,10 +157,6 @@ impl EvalReport {
         );
         for r in &self.per_incident {
             let i = &r.incident;
-            let entity: Vec<&str> = ["topic", "consumergroup", "partition", "queue"]
-                .iter()
-                .filter_map(|k| i.labels.get(*k).map(String::as_str))
-                .collect();
             let name = if i.name.is_empty() {
                 i.kind.as_str()
             } else {
@@ -179,7 +175,7 @@ impl EvalReport {
                     "-"
                 },
                 fmt_s(r.delay_s),
-                entity.join("/")
+                entity_name(&i.labels)
             );
         }
         let _ = writeln!(s);

@@ -59,6 +59,15 @@ impl LabelFile {
     }
 }
 
+/// A short name for the entity labels describe: topic/group/partition or queue.
+pub fn entity_name(labels: &BTreeMap<String, String>) -> String {
+    let parts: Vec<&str> = ["topic", "consumergroup", "partition", "queue"]
+        .iter()
+        .filter_map(|k| labels.get(*k).map(String::as_str))
+        .collect();
+    parts.join("/")
+}
+
 /// Whether two label sets name the same entity for scoring: the same cluster (where both say),
 /// and the same topic or the same queue. Partitions and groups may differ.
 pub fn same_entity(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {

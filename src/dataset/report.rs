@@ -13,8 +13,9 @@ use std::sync::Arc;
 use plotters::prelude::*;
 
 use super::eval::{episodes, EvalReport, GRACE_MS};
-use super::labels::same_entity;
+use super::labels::{entity_name, same_entity};
 use crate::alert::{Alert, AlertState, Entity};
+use crate::detect::RobustHistory;
 use crate::learn::{EntityClass, FeatureRow, ModelSet};
 
 /// Context shown around an incident or a false alert.
@@ -25,6 +26,7 @@ const BAND_INTERVALS: usize = 360;
 /// One entity's series, in time order.
 struct Series<'a> {
     entity: &'a Entity,
+    labels: BTreeMap<String, String>,
     class: EntityClass,
     rows: Vec<&'a FeatureRow>,
 }
@@ -44,6 +46,7 @@ pub fn write_report(
             .entry(Arc::as_ptr(&r.entity))
             .or_insert_with(|| Series {
                 entity: &r.entity,
+                labels: r.entity.label_map(),
                 class: r.class,
                 rows: Vec::new(),
             })
@@ -87,7 +90,7 @@ pub fn write_report(
         let window = (i.start - MARGIN_MS, i.end + GRACE_MS + MARGIN_MS);
         let shown = series
             .iter()
-            .filter(|s| class_fits(s.class, i.kind) && names_entity(&i.labels, s.entity));
+            .filter(|s| class_fits(s.class, i.kind) && names_entity(&i.labels, &s.labels));
         plots(
             &mut html,
             shown,
@@ -113,7 +116,7 @@ pub fn write_report(
         let window = (e.started_at - MARGIN_MS, e.started_at + MARGIN_MS);
         let shown = series
             .iter()
-            .filter(|s| class_fits(s.class, e.kind) && names_entity(&e.labels, s.entity));
+            .filter(|s| class_fits(s.class, e.kind) && names_entity(&e.labels, &s.labels));
         plots(&mut html, shown, window, None, alerts, threshold);
     }
     html.push_str("</body></html>\n");
@@ -171,27 +174,14 @@ fn class_fits(class: EntityClass, kind: crate::detect::AlertKind) -> bool {
     }
 }
 
-/// Whether an entity is the one labels name: the same entity for scoring, and the same
-/// consumer group where both say.
-fn names_entity(labels: &BTreeMap<String, String>, e: &Entity) -> bool {
-    let mine: BTreeMap<String, String> = e
-        .labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+/// Whether an entity's labels are the ones `labels` name: the same entity for scoring, and the
+/// same consumer group where both say.
+fn names_entity(labels: &BTreeMap<String, String>, mine: &BTreeMap<String, String>) -> bool {
     let group_ok = match (labels.get("consumergroup"), mine.get("consumergroup")) {
         (Some(a), Some(b)) => a == b,
         _ => true,
     };
-    group_ok && same_entity(labels, &mine)
-}
-
-fn entity_name(labels: &BTreeMap<String, String>) -> String {
-    let parts: Vec<&str> = ["topic", "consumergroup", "partition", "queue"]
-        .iter()
-        .filter_map(|k| labels.get(*k).map(String::as_str))
-        .collect();
-    parts.join("/")
+    group_ok && same_entity(labels, mine)
 }
 
 fn plots<'a>(
@@ -208,7 +198,7 @@ fn plots<'a>(
         let mine: Vec<&Alert> = alerts
             .iter()
             .filter(|a| a.ts >= window.0 && a.ts <= window.1)
-            .filter(|a| names_entity(&a.labels, s.entity) && class_fits(s.class, a.kind))
+            .filter(|a| names_entity(&a.labels, &s.labels) && class_fits(s.class, a.kind))
             .collect();
         match plot(s, window, labelled, &mine, threshold(s.class)) {
             Ok(svg) => html.push_str(&svg),
@@ -235,22 +225,25 @@ fn plot(
     if visible.is_empty() {
         return Ok("<p>No intervals in this window.</p>".into());
     }
-    // The band at each visible interval, from the hour of intervals before it.
-    let band: Vec<(i64, f64, f64, f64)> = (first..last)
-        .map(|i| {
-            let past: Vec<f64> = s.rows[i.saturating_sub(BAND_INTERVALS)..i]
-                .iter()
-                .map(|r| r.primary)
-                .collect();
-            let (m, mad) = median_mad(past);
-            (s.rows[i].ts, m, (m - 3.0 * mad).max(0.0), m + 3.0 * mad)
+    // The band at each visible interval, from the hour of intervals before it, kept the way
+    // the detectors keep their baselines.
+    let mut history = RobustHistory::new(BAND_INTERVALS);
+    for r in &s.rows[first.saturating_sub(BAND_INTERVALS)..first] {
+        history.push(r.primary);
+    }
+    let band: Vec<(i64, f64, f64)> = visible
+        .iter()
+        .map(|r| {
+            let (m, sd) = (history.median(), history.scale());
+            history.push(r.primary);
+            (r.ts, (m - 3.0 * sd).max(0.0), m + 3.0 * sd)
         })
         .collect();
     let mins = |t: i64| (t - window.0) as f64 / 60_000.0;
     let y_max = visible
         .iter()
         .map(|r| r.primary)
-        .chain(band.iter().map(|b| b.3))
+        .chain(band.iter().map(|b| b.2))
         .fold(0.0_f64, f64::max)
         .max(1.0)
         * 1.1;
@@ -296,8 +289,8 @@ fn plot(
                     )
                 });
         }
-        let upper: Vec<(f64, f64)> = band.iter().map(|b| (mins(b.0), b.3)).collect();
-        let lower: Vec<(f64, f64)> = band.iter().rev().map(|b| (mins(b.0), b.2)).collect();
+        let upper: Vec<(f64, f64)> = band.iter().map(|b| (mins(b.0), b.2)).collect();
+        let lower: Vec<(f64, f64)> = band.iter().rev().map(|b| (mins(b.0), b.1)).collect();
         chart
             .draw_series(std::iter::once(Polygon::new(
                 upper.into_iter().chain(lower).collect::<Vec<_>>(),
@@ -354,7 +347,7 @@ fn plot(
         root.present().map_err(|e| err(&e))?;
     }
     let mut legend = String::new();
-    for e in episodes(&alerts.iter().map(|a| (*a).clone()).collect::<Vec<_>>()) {
+    for e in episodes(alerts.iter().copied()) {
         let _ = write!(legend, "<li>{}</li>", escape(&e.summary));
     }
     if !legend.is_empty() {
@@ -363,17 +356,6 @@ fn plot(
         );
     }
     Ok(svg + &legend)
-}
-
-fn median_mad(mut v: Vec<f64>) -> (f64, f64) {
-    if v.is_empty() {
-        return (0.0, 0.0);
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v[v.len() / 2];
-    let mut dev: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
-    dev.sort_by(f64::total_cmp);
-    (m, 1.4826 * dev[dev.len() / 2])
 }
 
 fn escape(s: &str) -> String {

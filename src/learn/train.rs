@@ -89,12 +89,7 @@ pub fn training_rows<'a>(rows: &'a [FeatureRow], labels: Option<&LabelFile>) -> 
     let mut windows: HashMap<*const Entity, Vec<(i64, i64)>> = HashMap::new();
     for r in rows {
         let w = windows.entry(Arc::as_ptr(&r.entity)).or_insert_with(|| {
-            let labels_of: BTreeMap<String, String> = r
-                .entity
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let labels_of = r.entity.label_map();
             labels
                 .map(|l| {
                     l.incidents
