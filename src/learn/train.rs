@@ -7,7 +7,6 @@
 //! interval will be called abnormal.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -194,7 +193,8 @@ fn fit_class(
     });
     let dataset = DatasetBase::from(scaled);
 
-    let mut best: Option<(ClassModel, f64)> = None;
+    // The best candidate, with its held-out scores.
+    let mut best: Option<(ClassModel, f64, Vec<f64>)> = None;
     let mut selection = Vec::new();
     for &k in &opts.components {
         let fit_with = |init: GmmInitMethod| {
@@ -248,39 +248,37 @@ fn fit_class(
         if model.compile(class).is_err() {
             continue;
         }
-        let holdout_nll = holdout
+        let scores: Vec<f64> = holdout
             .iter()
             .map(|r| model.score(r.features(), r.ts).nll)
-            .sum::<f64>()
-            / holdout.len() as f64;
+            .collect();
+        let holdout_nll = scores.iter().sum::<f64>() / scores.len() as f64;
         selection.push(Candidate {
             components: k,
             holdout_nll,
         });
-        if best.as_ref().is_none_or(|(_, b)| holdout_nll < *b) {
-            best = Some((model, holdout_nll));
+        if best.as_ref().is_none_or(|(_, b, _)| holdout_nll < *b) {
+            best = Some((model, holdout_nll, scores));
         }
     }
-    let (mut model, _) =
+    let (mut model, _, mut scores) =
         best.ok_or_else(|| anyhow::anyhow!("{}: no mixture could be fitted", class.as_str()))?;
-    let mut scores: Vec<f64> = holdout
-        .iter()
-        .map(|r| model.score(r.features(), r.ts).nll)
-        .collect();
     scores.sort_by(f64::total_cmp);
     let at = ((scores.len() - 1) as f64 * opts.threshold_quantile).round() as usize;
     model.threshold = scores[at];
     model.selection = selection;
-    let flagged = |rows: &[&FeatureRow]| {
-        rows.iter()
+    let share = |n: usize, of: usize| n as f64 / of.max(1) as f64;
+    model.evaluation.holdout_flagged = share(
+        scores.iter().filter(|&&s| s >= model.threshold).count(),
+        scores.len(),
+    );
+    if !incident.is_empty() {
+        let flagged = incident
+            .iter()
             .filter(|r| model.score(r.features(), r.ts).abnormal)
-            .count() as f64
-            / rows.len().max(1) as f64
-    };
-    let holdout_flagged = flagged(holdout);
-    let incident_flagged = (!incident.is_empty()).then(|| flagged(incident));
-    model.evaluation.holdout_flagged = holdout_flagged;
-    model.evaluation.incident_flagged = incident_flagged;
+            .count();
+        model.evaluation.incident_flagged = Some(share(flagged, incident.len()));
+    }
     Ok(model)
 }
 
@@ -340,14 +338,8 @@ fn fingerprint(path: &Path) -> anyhow::Result<TrainingFile> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    std::io::copy(&mut f, &mut hasher)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     Ok(TrainingFile {
         path: path.display().to_string(),
         sha256: format!("{:x}", hasher.finalize()),
