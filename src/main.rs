@@ -264,13 +264,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(config.as_deref(), models.load()?)?;
             check_files(&events)?;
             let labels = LabelFile::load(&labels).map_err(|e| UsageError(e.to_string()))?;
-            let (features, rows) = match report_dir {
-                Some(_) => {
-                    let (tx, rx) = crossbeam_channel::unbounded();
-                    (Some(tx), Some(rx))
-                }
-                None => (None, None),
-            };
+            // The report plots every entity's intervals: the workers send them as they judge.
+            let (features, rows) = report_dir
+                .is_some()
+                .then(crossbeam_channel::unbounded)
+                .unzip();
             let (report, run) = eval(
                 config.clone(),
                 &events,
