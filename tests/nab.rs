@@ -8,10 +8,17 @@ use std::path::PathBuf;
 
 use mqwatch::dataset::nab::{load_windows, normalised, parse_timestamp, score_rows, PROFILES};
 
+/// `MQWATCH_NAB`, or the nearest `shared/nab` beside the checkout or one of its parents (the
+/// corpus sits in `../shared/nab` of the working copy, and a CI checkout may sit deeper).
 fn corpus() -> PathBuf {
-    let p = std::env::var("MQWATCH_NAB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/nab"));
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let p = std::env::var("MQWATCH_NAB").map(PathBuf::from).unwrap_or_else(|_| {
+        manifest
+            .ancestors()
+            .map(|d| d.join("shared/nab"))
+            .find(|p| p.is_dir())
+            .unwrap_or_else(|| manifest.join("../shared/nab"))
+    });
     assert!(
         p.join("labels/combined_windows.json").is_file(),
         "NAB corpus not found at {} (set MQWATCH_NAB)",
