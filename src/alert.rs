@@ -190,6 +190,20 @@ fn build(
     for (k, v) in &f.detail {
         labels.insert((*k).to_string(), v.clone());
     }
+    let (summary, episode) = match resolved_at {
+        None => (format!("{} on {}", f.summary, e.display), None),
+        Some(end) => {
+            let lasted = (end - started_at).max(0);
+            let secs = std::time::Duration::from_secs((lasted / 1000) as u64);
+            let summary = format!(
+                "resolved: {} on {}; the episode lasted {}",
+                recovery(f.kind),
+                e.display,
+                humantime::format_duration(secs)
+            );
+            (summary, Some(("episode_seconds", lasted as f64 / 1000.0)))
+        }
+    };
     Alert {
         id: id.to_string(),
         state,
@@ -204,12 +218,23 @@ fn build(
         expected: round3(f.expected),
         score: round3(f.score),
         detector: f.detector.to_string(),
-        summary: format!("{} on {}", f.summary, e.display),
+        summary,
         context: f
             .context
             .iter()
+            .chain(episode.as_ref())
             .map(|(k, v)| (k.to_string(), round3(*v)))
             .collect(),
+    }
+}
+
+/// What a resolution means, per kind: the condition has been absent for `resolve_after` intervals.
+fn recovery(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::ConsumerStall => "consumers are making progress again",
+        AlertKind::BacklogGrowth => "the backlog is no longer growing",
+        AlertKind::Latency => "latency is back within its baseline",
+        AlertKind::Level => "the value is back within its usual level",
     }
 }
 
@@ -297,9 +322,28 @@ mod tests {
         assert_eq!(res.state, AlertState::Resolved);
         assert_eq!(res.resolved_at, Some(60));
         assert_eq!(res.id, fired.id);
+        assert_ne!(
+            res.summary, upd.summary,
+            "a resolution does not repeat the firing"
+        );
         assert!(t.observe(90, &e, None).is_none());
         let again = t.observe(100, &e, finding(Severity::Warning, "1")).unwrap();
         assert_ne!(again.id, fired.id, "a new episode has a new id");
+    }
+
+    #[test]
+    fn a_resolution_says_what_resolved_it_and_how_long_the_episode_lasted() {
+        let e = entity();
+        let mut t = AlertTrack::new(2);
+        t.observe(0, &e, finding(Severity::Warning, "3")).unwrap();
+        t.observe(250_000, &e, finding(Severity::Warning, "3"));
+        assert!(t.observe(260_000, &e, None).is_none());
+        let res = t.observe(270_000, &e, None).unwrap();
+        assert_eq!(
+            res.summary,
+            "resolved: consumers are making progress again on payments; the episode lasted 4m 20s"
+        );
+        assert_eq!(res.context["episode_seconds"], 260.0);
     }
 
     #[test]

@@ -78,6 +78,14 @@ pub struct EngineConfig {
     /// Events per batch handed to a worker.
     pub batch_size: usize,
     pub backpressure: Backpressure,
+    /// Live mode: how long the brokers have to answer at startup; if none has by then, the run
+    /// fails (exit 1) naming each broker and its last error.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// On Ctrl-C or SIGTERM, how long the sinks may keep trying to deliver waiting alerts; those
+    /// still undelivered then are reported by id. A second Ctrl-C exits at once.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +97,8 @@ impl Default for EngineConfig {
             queue_batches: 64,
             batch_size: 1024,
             backpressure: Backpressure::Block,
+            startup_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -314,22 +324,25 @@ impl Config {
         Config::parse(&text).map_err(|message| ConfigError::Invalid { path: p, message })
     }
 
+    /// Parses and validates a config. Errors are one line that names the line, the key and the
+    /// nearest valid name, and never echo the config's text (a line may carry a password).
     pub fn parse(text: &str) -> Result<Config, String> {
         const SECTIONS: [&str; 11] = [
             "engine", "latency", "backlog", "stall", "level", "learned", "alerts", "override",
             "rabbitmq", "kafka", "stdout",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
-        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         if let Some(k) = table.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+            let at = line_of_key(text, k).map_or(String::new(), |n| format!("line {n}: "));
+            let hint = crate::redact::nearest(k, SECTIONS)
+                .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
             return Err(format!(
-                "unknown section `{k}`, expected one of {}",
+                "{at}unknown section `{k}`{hint}; expected one of {}",
                 SECTIONS.join(", ")
             ));
         }
-        let config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| e.to_string())?;
+        let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -380,6 +393,72 @@ impl Config {
         }
         out
     }
+}
+
+/// A TOML error as one line: where, what, and for an unknown key the nearest valid one. TOML's
+/// own rendering quotes the offending line, which may carry a secret, so only its message is
+/// kept, and a value it echoes (`invalid type: string "..."`) is left out.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once('`'));
+    // Errors inside flattened sections carry the span of the whole document: trust a span only
+    // when its line holds the unknown key.
+    let spanned = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let line = match unknown {
+        Some((key, _)) => spanned
+            .filter(|&n| text.lines().nth(n - 1).is_some_and(|l| l.contains(key)))
+            .or_else(|| line_of_key(text, key)),
+        None => spanned,
+    };
+    let at = line.map_or(String::new(), |n| format!("line {n}: "));
+    match unknown {
+        Some((key, rest)) => {
+            let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+            let section = line.and_then(|n| section_at(text, n));
+            let within = section.map_or(String::new(), |s| format!(" in [{s}]"));
+            let hint = match crate::redact::nearest(key, expected.iter().copied()) {
+                Some(n) => format!(" (did you mean `{n}`?)"),
+                None => format!("; valid keys: {}", expected.join(", ")),
+            };
+            format!("{at}unknown key `{key}`{within}{hint}")
+        }
+        None => {
+            let echoed =
+                regex::Regex::new(r#"(invalid (?:type|value): [a-z ]+?) (?:`[^`]*`|"[^"]*")"#)
+                    .expect("valid pattern");
+            format!("{at}{}", echoed.replace_all(&message, "$1"))
+        }
+    }
+}
+
+/// The 1-based line on which `key` is set or opened as a table.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l
+                .trim_start()
+                .trim_start_matches('[')
+                .trim_start_matches('"');
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(['=', ']', '"', '.']))
+        })
+        .map(|i| i + 1)
+}
+
+/// The table header in force at a 1-based line.
+fn section_at(text: &str, line: usize) -> Option<&str> {
+    text.lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            l.starts_with('[')
+                .then(|| l.trim_matches(['[', ']']).trim())
+        })
+        .last()
 }
 
 impl DetectorConfig {
@@ -446,26 +525,19 @@ mod tests {
             ),
             (e.queue_batches, e.batch_size, e.backpressure)
         );
+        assert_eq!(
+            (c.engine.startup_timeout, c.engine.shutdown_timeout),
+            (e.startup_timeout, e.shutdown_timeout)
+        );
         assert_eq!(c.overrides.len(), 1);
     }
 
     #[test]
     fn the_live_example_documents_the_broker_defaults() {
         let c = Config::parse(include_str!("../mqwatch.live.example.toml")).unwrap();
-        let (r, k) = (c.rabbitmq.unwrap(), c.kafka.unwrap());
-        let (rd, kd) = (
-            crate::rabbitmq::RabbitConfig::default(),
-            crate::kafka::KafkaConfig::default(),
-        );
-        assert_eq!(
-            (r.probe, r.alerts_exchange, r.poll_interval),
-            (rd.probe, rd.alerts_exchange, rd.poll_interval)
-        );
-        assert_eq!(
-            (k.probe, k.alerts_topic, k.poll_interval),
-            (kd.probe, kd.alerts_topic, kd.poll_interval)
-        );
-        assert_eq!(k.time_lag_points, kd.time_lag_points);
+        assert_eq!(c.rabbitmq, Some(crate::rabbitmq::RabbitConfig::default()));
+        assert_eq!(c.kafka, Some(crate::kafka::KafkaConfig::default()));
+        assert_eq!(c.stdout, Config::default().stdout);
         assert!(Config::parse("[kafka]\nbootstrap_servers = \"\"").is_err());
         assert!(Config::parse("[rabbitmq]\nuri = \"nope\"").is_err());
     }
@@ -482,5 +554,30 @@ mod tests {
         assert!(Config::parse("[latncy]\nz_threshold = 3.0")
             .unwrap_err()
             .contains("latncy"));
+    }
+
+    #[test]
+    fn errors_are_one_line_with_the_line_the_key_and_the_nearest_name() {
+        assert_eq!(
+            Config::parse("[engine]\nworkers = 2\nintervall = \"5s\"").unwrap_err(),
+            "line 3: unknown key `intervall` in [engine] (did you mean `interval`?)"
+        );
+        assert_eq!(
+            Config::parse("stdout = true\n[stal]\nstall_after = \"1m\"").unwrap_err(),
+            "line 2: unknown section `stal` (did you mean `stall`?); expected one of \
+             engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, stdout"
+        );
+        let e = Config::parse("[latency]\nz_treshold = 3.0").unwrap_err();
+        assert!(e.starts_with("line 2: unknown key `z_treshold`"), "{e}");
+        assert!(e.contains("did you mean `z_threshold`"), "{e}");
+        for bad in [
+            "[rabbitmq]\nuri = \"amqp://guest:pw-in-line@127.0.0.1/%2f\nx = 1",
+            "[rabbitmq]\nmanagement_password = 12345678",
+            "[rabbitmq]\nmanagement_password = [\"pw-in-line\"]",
+        ] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(!e.contains("pw-in-line") && !e.contains("12345678"), "{e}");
+            assert!(!e.contains('\n') && e.starts_with("line 2: "), "{e}");
+        }
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::redact::{is_secret_property, nearest_property};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -81,14 +83,6 @@ impl Default for KafkaProbeConfig {
     }
 }
 
-/// Property names whose values are secrets.
-fn is_secret(key: &str) -> bool {
-    key.contains("password")
-        || key.contains("secret")
-        || key.ends_with(".key.pem")
-        || key == "sasl.oauthbearer.config"
-}
-
 impl KafkaConfig {
     /// A librdkafka client configuration: bootstrap servers, the pass-through properties, then
     /// the component's own settings (which win).
@@ -125,7 +119,7 @@ impl KafkaConfig {
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    if is_secret(k) {
+                    if is_secret_property(k) {
                         "***".into()
                     } else {
                         v.clone()
@@ -148,6 +142,34 @@ impl KafkaConfig {
         {
             regex::Regex::new(p).map_err(|e| format!("kafka pattern {p:?}: {e}"))?;
         }
+        self.validate_properties()
+    }
+
+    /// Asks librdkafka whether it knows every pass-through property, without connecting. The
+    /// error names the property and the nearest known one, never its value.
+    fn validate_properties(&self) -> Result<(), String> {
+        for (k, v) in &self.properties {
+            let mut c = ClientConfig::new();
+            c.set(k, v);
+            if let Err(e) = c.create_native_config() {
+                let unknown = matches!(
+                    &e,
+                    rdkafka::error::KafkaError::ClientConfig(
+                        rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+                        ..
+                    )
+                );
+                return Err(if unknown {
+                    let hint = nearest_property(k)
+                        .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
+                    format!("kafka.properties: unknown librdkafka property `{k}`{hint}")
+                } else if is_secret_property(k) {
+                    format!("kafka.properties: invalid value for `{k}`")
+                } else {
+                    format!("kafka.properties: invalid value {v:?} for `{k}`")
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -156,7 +178,7 @@ impl KafkaConfig {
 pub fn redact_error(e: impl std::fmt::Display, cfg: &KafkaConfig) -> String {
     let mut s = e.to_string();
     for (k, v) in &cfg.properties {
-        if is_secret(k) && !v.is_empty() {
+        if is_secret_property(k) && !v.is_empty() {
             s = s.replace(v.as_str(), "***");
         }
     }
@@ -206,5 +228,21 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("sasl.username"), Some("risk"));
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn a_misspelled_property_is_refused_by_name_without_its_value() {
+        let mut cfg = KafkaConfig::default();
+        cfg.properties
+            .insert("sasl.pasword".into(), "hunter2".into());
+        assert_eq!(cfg.redacted_properties()["sasl.pasword"], "***");
+        let e = cfg.validate().unwrap_err();
+        assert_eq!(
+            e,
+            "kafka.properties: unknown librdkafka property `sasl.pasword` (did you mean `sasl.password`?)"
+        );
+        cfg.properties.clear();
+        cfg.properties.insert("acks".into(), "banana".into());
+        assert!(cfg.validate().unwrap_err().contains("banana"));
     }
 }

@@ -13,7 +13,9 @@
 //! [`learn`] fits learned baselines offline and scores intervals with them in the workers.
 //! [`dataset`] holds the offline tools: the scenario generator, labels and scoring.
 //! [`config`] has every setting with its default; [`telemetry`] counts what came in and what was
-//! refused or dropped.
+//! refused or dropped; [`link`] tells of each broker connection (reached, lost, back); [`redact`]
+//! keeps secrets out of everything printed. [`run`] joins sources, pipeline and sinks into a
+//! replay or a live run.
 
 pub mod alert;
 pub mod config;
@@ -23,9 +25,12 @@ pub mod detect;
 pub mod event;
 pub mod kafka;
 pub mod learn;
+pub mod link;
 pub mod pipeline;
 pub mod rabbitmq;
+pub mod redact;
 pub mod run;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -14,9 +14,11 @@ use mqwatch::dataset::eval::{evaluate, EvalReport};
 use mqwatch::dataset::gen::{generate, GenOptions, DEFAULT_START_MS};
 use mqwatch::dataset::labels::LabelFile;
 use mqwatch::learn::ModelSet;
+use mqwatch::redact::Redactor;
 use mqwatch::run::{replay, ReplayOptions, ReplayReport};
 use mqwatch::sink::{JsonlSink, Sink};
 use mqwatch::source::OnError;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
 #[command(
@@ -181,20 +183,37 @@ enum Format {
 #[error("{0}")]
 struct UsageError(String);
 
+/// What every command shares: the redactor in front of stderr, and the stop flag that Ctrl-C and
+/// SIGTERM raise.
+struct Env {
+    redactor: Redactor,
+    stop: Arc<AtomicBool>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let env = Env {
+        redactor: Redactor::default(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(env.redactor.clone())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
+            // The client libraries log every failed connection attempt; mqwatch's own lines say
+            // what is wrong with each broker, once (`mqwatch::link`). MQWATCH_LOG=info shows theirs.
             tracing_subscriber::EnvFilter::try_from_env("MQWATCH_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,librdkafka=off,rdkafka::client=off,lapin=off".into()),
         )
         .init();
-    match run(cli) {
+    if let Err(e) = mqwatch::shutdown::stop_on_signals(env.stop.clone()) {
+        eprintln!("mqwatch: cannot handle signals: {e}");
+        return ExitCode::from(1);
+    }
+    match run(cli, &env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mqwatch: {e:#}");
+            eprintln!("mqwatch: {}", env.redactor.scrub(&format!("{e:#}")));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -204,23 +223,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<&Path>, models: Option<Arc<ModelSet>>) -> anyhow::Result<Arc<Config>> {
-    let mut config = match path {
-        None => Config::default(),
-        Some(p) => Config::load(p).map_err(|e| UsageError(e.to_string()))?,
-    };
-    config.models = models;
-    Ok(Arc::new(config))
+impl Env {
+    /// Loads a config (or the defaults), first taking note of every secret in its text, so that
+    /// none reaches the log even when the file does not parse.
+    fn config(
+        &self,
+        path: Option<&Path>,
+        models: Option<Arc<ModelSet>>,
+    ) -> anyhow::Result<Arc<Config>> {
+        let mut config = match path {
+            None => Config::default(),
+            Some(p) => {
+                if let Ok(text) = std::fs::read_to_string(p) {
+                    self.redactor.add_from_config_text(&text);
+                }
+                Config::load(p).map_err(|e| UsageError(e.to_string()))?
+            }
+        };
+        config.models = models;
+        Ok(Arc::new(config))
+    }
 }
 
+/// Every input must exist and not be a directory (a pipe such as `/dev/stdin` is fine).
 fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
-    match files.iter().find(|f| !f.is_file()) {
+    match files.iter().find(|f| !f.exists() || f.is_dir()) {
         Some(f) => Err(UsageError(format!("no such file: {}", f.display())).into()),
         None => Ok(()),
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
     let Cli { command, models } = cli;
     match command {
         Command::Replay {
@@ -230,11 +263,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             quiet,
         } => {
-            let config = load_config(config.as_deref(), models.load()?)?;
+            let config = env.config(config.as_deref(), models.load()?)?;
             check_files(&files)?;
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
             if !quiet {
-                sinks.push(Box::new(JsonlSink::stdout()));
+                sinks.push(Box::new(JsonlSink::stdout_buffered()));
             }
             if let Some(p) = &out {
                 sinks.push(Box::new(JsonlSink::file(p)?));
@@ -247,11 +280,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = ReplayOptions {
                 on_error,
                 progress: true,
+                stop: Some(env.stop.clone()),
                 ..Default::default()
             };
             let report = replay(config, &files, sinks, &opts)?;
             print_summary(&report);
-            Ok(())
+            undelivered(&report.undelivered)
         }
         Command::Eval {
             events,
@@ -261,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             alerts_out,
             report: report_dir,
         } => {
-            let config = load_config(config.as_deref(), models.load()?)?;
+            let config = env.config(config.as_deref(), models.load()?)?;
             check_files(&events)?;
             let labels = LabelFile::load(&labels).map_err(|e| UsageError(e.to_string()))?;
             // The report plots every entity's intervals: the workers send them as they judge.
@@ -275,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &labels,
                 alerts_out.as_deref(),
                 features,
+                Some(env.stop.clone()),
             )?;
             if let (Some(dir), Some(rows)) = (report_dir, rows) {
                 let rows: Vec<_> = rows.try_iter().collect();
@@ -308,7 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !(0.5..1.0).contains(&threshold_quantile) {
                 return Err(UsageError("--threshold-quantile must be in [0.5, 1)".into()).into());
             }
-            let config = load_config(config.as_deref(), None)?;
+            let config = env.config(config.as_deref(), None)?;
             check_files(&events)?;
             let label_file = labels
                 .as_deref()
@@ -358,8 +393,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { config, duration } => run_live(&config, duration, models.load()?),
-        Command::Nab { corpus, config } => nab(&corpus, config.as_deref()),
+        Command::Run { config, duration } => run_live(env, &config, duration, models.load()?),
+        Command::Nab { corpus, config } => nab(env, &corpus, config.as_deref()),
         Command::Demo {
             kafka: Some(bootstrap),
             ..
@@ -369,12 +404,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             management_url,
             ..
         } => mqwatch::demo::rabbitmq::demo(&uri, &management_url).map_err(anyhow::Error::msg),
-        Command::Demo { seed, hours, .. } => demo(seed, hours, models.load()?),
+        Command::Demo { seed, hours, .. } => demo(env, seed, hours, models.load()?),
     }
 }
 
-fn nab(corpus: &Path, config: Option<&Path>) -> anyhow::Result<()> {
-    let config = load_config(config, None)?;
+fn nab(env: &Env, corpus: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+    let config = env.config(config, None)?;
     if !corpus.join("labels/combined_windows.json").is_file() {
         return Err(UsageError(format!(
             "{}: not a NAB corpus (no labels/combined_windows.json)",
@@ -417,95 +452,59 @@ fn nab(corpus: &Path, config: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn run_live(
+    env: &Env,
     config_path: &Path,
     duration: Option<std::time::Duration>,
     models: Option<Arc<ModelSet>>,
 ) -> anyhow::Result<()> {
-    use mqwatch::source::LiveSource;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let config = load_config(Some(config_path), models)?;
-    let mut sources: Vec<Box<dyn LiveSource>> = Vec::new();
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if config.stdout {
-        sinks.push(Box::new(JsonlSink::stdout()));
-    }
-    if let Some(r) = &config.rabbitmq {
-        use mqwatch::source::rabbitmq::{MetricsConsumer, Probe, QueuePoller};
-        sources.push(Box::new(QueuePoller::new(r).map_err(UsageError)?));
-        if !r.metrics_queue.is_empty() {
-            sources.push(Box::new(MetricsConsumer::new(r)));
-        }
-        if r.probe.enabled {
-            sources.push(Box::new(Probe::new(r)));
-        }
-        if !r.alerts_exchange.is_empty() {
-            let publisher =
-                mqwatch::sink::rabbitmq::RabbitPublisher::new(&r.uri, &r.alerts_exchange);
-            let flush = std::time::Duration::from_secs(30);
-            sinks.push(Box::new(mqwatch::sink::SpoolSink::start(
-                "rabbitmq",
-                publisher,
-                r.spool_capacity,
-                flush,
-            )));
-        }
-    }
-    if let Some(k) = &config.kafka {
-        use mqwatch::source::kafka::{LagPoller, MetricsConsumer, Probe};
-        tracing::info!(bootstrap = %k.bootstrap_servers, properties = ?k.redacted_properties(), "watching kafka");
-        sources.push(Box::new(LagPoller::new(k).map_err(UsageError)?));
-        if !k.metrics_topics.is_empty() {
-            sources.push(Box::new(MetricsConsumer::new(k)));
-        }
-        if k.probe.enabled {
-            sources.push(Box::new(Probe::new(k)));
-        }
-        if !k.alerts_topic.is_empty() {
-            let publisher = mqwatch::sink::kafka::KafkaPublisher::new(k);
-            let flush = std::time::Duration::from_secs(30);
-            sinks.push(Box::new(mqwatch::sink::SpoolSink::start(
-                "kafka",
-                publisher,
-                k.spool_capacity,
-                flush,
-            )));
-        }
-    }
-    if sources.is_empty() {
+    let config = env.config(Some(config_path), models)?;
+    if config.rabbitmq.is_none() && config.kafka.is_none() {
         return Err(UsageError(format!(
             "{}: no live source configured (add a [rabbitmq] or [kafka] section)",
             config_path.display()
         ))
         .into());
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let timer = stop.clone();
-    std::thread::spawn(move || match duration {
-        Some(d) => {
+    let parts = mqwatch::run::live_components(&config).map_err(UsageError)?;
+    if let Some(d) = duration {
+        let timer = env.stop.clone();
+        std::thread::spawn(move || {
             std::thread::sleep(d);
             timer.store(true, Ordering::Relaxed);
-        }
-        None => {
-            // Ctrl-C stops the sources; the pipeline then drains and the sinks flush their spools.
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                let _ = rt.block_on(tokio::signal::ctrl_c());
-                eprintln!("mqwatch: stopping: draining the pipeline and flushing alerts");
-                timer.store(true, Ordering::Relaxed);
-            }
-        }
-    });
-    let report = mqwatch::run::live(config, sources, sinks, stop, false)?;
+        });
+    }
+    let report = mqwatch::run::live(config, parts.sources, parts.sinks, env.stop.clone(), false)?;
+    for s in &report.sinks {
+        eprintln!("{s}");
+    }
+    let failures: u64 = report.links.iter().map(|l| l.failures()).sum();
+    let outages: u64 = report.links.iter().map(|l| l.outages()).sum();
     eprintln!(
-        "{}; {} series, {} late; {} alert updates; {:.0} s",
+        "{}; {} series, {} late; {} alert updates; {failures} failed broker attempts, {outages} lost connections; {:.0} s",
         report.input,
         report.workers.series,
         report.workers.late,
         report.alert_updates,
         report.elapsed.as_secs_f64()
     );
+    undelivered(&report.undelivered)
+}
+
+/// Names every alert a sink could not deliver by the shutdown deadline; fails the run if any.
+fn undelivered(per_sink: &[(String, Vec<Alert>)]) -> anyhow::Result<()> {
+    let mut total = 0;
+    for (sink, alerts) in per_sink {
+        total += alerts.len();
+        let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+        eprintln!(
+            "mqwatch: {} alerts not delivered to {sink} by the shutdown deadline: {}",
+            alerts.len(),
+            ids.join(" ")
+        );
+    }
+    if total > 0 {
+        anyhow::bail!("{total} alerts not delivered (ids above)");
+    }
     Ok(())
 }
 
@@ -548,6 +547,7 @@ fn eval(
     labels: &LabelFile,
     alerts_out: Option<&Path>,
     features: Option<crossbeam_channel::Sender<mqwatch::learn::FeatureRow>>,
+    stop: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<(EvalReport, ReplayReport)> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(p) = alerts_out {
@@ -557,6 +557,7 @@ fn eval(
         collect: true,
         progress: true,
         features,
+        stop,
         ..Default::default()
     };
     let run = replay(config, events, sinks, &opts)?;
@@ -576,6 +577,9 @@ fn print_summary(r: &ReplayReport) {
     if r.input.total_errors() > shown {
         eprintln!("refused: ... and {} more", r.input.total_errors() - shown);
     }
+    if r.interrupted {
+        eprintln!("interrupted: the summary covers the input read until then");
+    }
     eprintln!(
         "{}; {} series ({} KiB of latency histograms), {} late; {} alert updates; {:.2} s, {:.0} events/s",
         r.input,
@@ -588,7 +592,7 @@ fn print_summary(r: &ReplayReport) {
     );
 }
 
-fn demo(seed: u64, hours: f64, models: Option<Arc<ModelSet>>) -> anyhow::Result<()> {
+fn demo(env: &Env, seed: u64, hours: f64, models: Option<Arc<ModelSet>>) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("mqwatch-demo-{}", std::process::id()));
     let opts = GenOptions {
         scenario: "payments".into(),
@@ -603,7 +607,14 @@ fn demo(seed: u64, hours: f64, models: Option<Arc<ModelSet>>) -> anyhow::Result<
     let (events, _, summary) = write_scenario(&opts, &dir, false)?;
     let labels = LabelFile::load(&dir.join("labels.json"))?;
     eprintln!("replaying {} events through the engine\n", summary.events);
-    let (report, run) = eval(load_config(None, models)?, &[events], &labels, None, None)?;
+    let (report, run) = eval(
+        env.config(None, models)?,
+        &[events],
+        &labels,
+        None,
+        None,
+        Some(env.stop.clone()),
+    )?;
     for a in &run.alerts {
         println!("{}", describe(a));
     }

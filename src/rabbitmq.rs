@@ -102,7 +102,7 @@ impl RabbitConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.uri
             .parse::<lapin::uri::AMQPUri>()
-            .map_err(|e| format!("rabbitmq.uri {}: {e}", redact(&self.uri)))?;
+            .map_err(|e| redact(&format!("rabbitmq.uri {}: {e}", self.uri)))?;
         for p in self.include.iter().chain(&self.exclude) {
             regex::Regex::new(p).map_err(|e| format!("rabbitmq pattern {p:?}: {e}"))?;
         }
@@ -110,18 +110,9 @@ impl RabbitConfig {
     }
 }
 
-/// The URI with any password replaced, fit for logs and errors.
+/// The URI with any password replaced, fit for logs and errors, however malformed it is.
 pub fn redact(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => uri.to_string(),
-    }
+    crate::redact::redact_userinfo(uri)
 }
 
 /// Connects with a name that shows in the management UI (and lets tests find the connection).
@@ -144,6 +135,7 @@ mod tests {
         );
         assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
         assert!(!redact("http://u:p@x").contains(":p@"));
+        assert_eq!(redact("guest:pw@127.0.0.1:"), "guest:***@127.0.0.1:");
     }
 
     #[test]

@@ -88,6 +88,64 @@ fn bad_lines_are_reported_counted_and_skipped_without_losing_the_rest() {
 }
 
 #[test]
+fn sigterm_stops_a_replay_that_still_reads_and_prints_its_summary() {
+    // A pipe that never ends: the replay is still reading when the signal comes.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("events.jsonl");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqwatch"))
+        .args(["replay", "--no-models", fifo.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&writer_path) else {
+            return;
+        };
+        for i in 0..2000i64 {
+            let line = format!(
+                r#"{{"ts":{},"name":"queue_depth","labels":{{"queue":"q"}},"value":{i}}}"#,
+                1_767_225_600_000i64 + i * 1000
+            );
+            if writeln!(w, "{line}").and_then(|_| w.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the replay ended by itself"
+    );
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-s", "TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let accepted: u64 = stderr
+        .lines()
+        .last()
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((50..2000).contains(&accepted), "{stderr}");
+    drop(writer);
+}
+
+#[test]
 fn strict_mode_stops_at_the_first_bad_line() {
     let dir = tempfile::tempdir().unwrap();
     let f = mixed_input(dir.path());
@@ -116,7 +174,18 @@ fn usage_and_config_errors_exit_2_with_one_clear_line() {
         f.to_str().unwrap(),
     ]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("intervall"), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("mqwatch:"))
+        .collect();
+    assert_eq!(
+        errors.join("\n"),
+        format!(
+            "mqwatch: config {}: line 2: unknown key `intervall` in [engine] (did you mean `interval`?)",
+            cfg.display()
+        ),
+        "one line naming the file, the line, the key and the nearest valid name"
+    );
     assert_eq!(
         mqwatch(&[
             "gen",
@@ -240,6 +309,62 @@ interval = "200ms"
     .unwrap();
     let (code, _, stderr) = mqwatch(&["run", "--config", cfg.to_str().unwrap(), "--for", "8s"]);
     assert_eq!(code, 0, "{stderr}");
+    // One startup line per broker says what is watched and where alerts go.
+    assert!(
+        stderr.contains("watching queues matching")
+            && stderr.contains(&format!("alerts to exchange mqwatch.alerts.cli-{id}"))
+            && stderr.contains("watching topics matching")
+            && stderr.contains(&format!("alerts to topic mqwatch.alerts.cli-{id}")),
+        "{stderr}"
+    );
+    // No alert was raised, yet both alert destinations exist for subscribers to bind to.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exchange = format!("mqwatch.alerts.cli-{id}");
+    rt.block_on(async {
+        let conn =
+            mqwatch::rabbitmq::connect("amqp://guest:guest@127.0.0.1:5672/%2f", "mqwatch-test")
+                .await
+                .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let passive = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = ch
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                passive,
+                lapin::types::FieldTable::default(),
+            )
+            .await;
+        assert!(
+            declared.is_ok(),
+            "no alert exchange after startup: {declared:?}"
+        );
+        let ch = conn.create_channel().await.unwrap();
+        let _ = ch
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
+    });
+    use rdkafka::consumer::Consumer;
+    let meta: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:9092")
+        .create()
+        .unwrap();
+    let topic = format!("mqwatch.alerts.cli-{id}");
+    let md = meta
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        md.topics()
+            .iter()
+            .any(|t| t.name() == topic && !t.partitions().is_empty()),
+        "no alert topic after startup"
+    );
     let summary = stderr.lines().last().unwrap();
     let events: u64 = summary.split(' ').next().unwrap().parse().unwrap_or(0);
     assert!(events >= 20, "{summary}");

@@ -2,6 +2,8 @@
 //! (tansu, in-memory storage). Each test uses its own topics and groups. The restart test starts
 //! a broker of its own on another port, so that stopping it disturbs no other test.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,7 @@ use mqwatch::config::Config;
 use mqwatch::demo::kafka::{create_topic, start_engine, KafkaWorkload, Subscriber};
 use mqwatch::detect::AlertKind;
 use mqwatch::kafka::KafkaConfig;
+use mqwatch::link::Link;
 use mqwatch::pipeline::Pipeline;
 use mqwatch::sink::kafka::KafkaPublisher;
 use mqwatch::sink::{Sink, SpoolSink};
@@ -25,13 +28,7 @@ use mqwatch::source::LiveSource;
 
 const BOOTSTRAP: &str = "127.0.0.1:9092";
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}.test-{}-{nanos}", std::process::id())
-}
+use common::unique;
 
 fn kafka(topic: &str, group: &str, alerts: &str) -> KafkaConfig {
     KafkaConfig {
@@ -343,9 +340,9 @@ fn every_alert_arrives_although_the_broker_restarts_while_they_are_emitted() {
         .insert("message.timeout.ms".into(), "1500".into());
     let mut sink = SpoolSink::start(
         "kafka",
+        Link::new("test alert topic"),
         KafkaPublisher::new(&cfg),
         1000,
-        Duration::from_secs(90),
     );
     let collect = |sub: &Subscriber, got: &mut BTreeSet<String>, until: usize, within: Duration| {
         let deadline = Instant::now() + within;
@@ -359,14 +356,14 @@ fn every_alert_arrives_although_the_broker_restarts_while_they_are_emitted() {
         }
     };
     sink.send(&alert(0)).unwrap();
-    sink.flush().unwrap();
+    sink.flush(Duration::from_secs(90)).unwrap();
     let before = Subscriber::start_with(&cfg, &unique("risk-team")).unwrap();
     let mut got = BTreeSet::new();
     for i in 1..100 {
         sink.send(&alert(i)).unwrap();
         std::thread::sleep(Duration::from_millis(10));
     }
-    sink.flush().unwrap();
+    sink.flush(Duration::from_secs(90)).unwrap();
     collect(&before, &mut got, 100, Duration::from_secs(30));
     assert_eq!(got.len(), 100, "before the restart");
     drop(before);
@@ -387,7 +384,7 @@ fn every_alert_arrives_although_the_broker_restarts_while_they_are_emitted() {
         sink.send(&alert(i)).unwrap();
         std::thread::sleep(Duration::from_millis(10));
     }
-    sink.flush().unwrap();
+    sink.flush(Duration::from_secs(90)).unwrap();
     let failures = sink.stats().failures.load(Ordering::Relaxed);
     collect(&after, &mut got, 300, Duration::from_secs(60));
     drop((after, sink));

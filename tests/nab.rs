@@ -12,13 +12,15 @@ use mqwatch::dataset::nab::{load_windows, normalised, parse_timestamp, score_row
 /// corpus sits in `../shared/nab` of the working copy, and a CI checkout may sit deeper).
 fn corpus() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let p = std::env::var("MQWATCH_NAB").map(PathBuf::from).unwrap_or_else(|_| {
-        manifest
-            .ancestors()
-            .map(|d| d.join("shared/nab"))
-            .find(|p| p.is_dir())
-            .unwrap_or_else(|| manifest.join("../shared/nab"))
-    });
+    let p = std::env::var("MQWATCH_NAB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            manifest
+                .ancestors()
+                .map(|d| d.join("shared/nab"))
+                .find(|p| p.is_dir())
+                .unwrap_or_else(|| manifest.join("../shared/nab"))
+        });
     assert!(
         p.join("labels/combined_windows.json").is_file(),
         "NAB corpus not found at {} (set MQWATCH_NAB)",

@@ -2,6 +2,8 @@
 //! `.ci/run` installs and starts. Every test uses its own uniquely named queues and exchanges and
 //! removes them when done.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use mqwatch::alert::{Alert, AlertState};
 use mqwatch::config::Config;
 use mqwatch::demo::rabbitmq::{demo_config, start_engine, subscribe, ConsumerMode, Workload};
 use mqwatch::detect::AlertKind;
+use mqwatch::link::Link;
 use mqwatch::pipeline::Pipeline;
 use mqwatch::rabbitmq::{connect, RabbitConfig};
 use mqwatch::sink::rabbitmq::RabbitPublisher;
@@ -29,13 +32,7 @@ use mqwatch::source::LiveSource;
 
 const URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}.test-{}-{nanos}", std::process::id())
-}
+use common::unique;
 
 fn rabbit(queue: &str, exchange: &str) -> RabbitConfig {
     RabbitConfig {
@@ -199,9 +196,9 @@ async fn every_alert_arrives_although_the_alert_connection_is_closed_midway() {
     let sent = tokio::task::spawn_blocking(move || {
         let mut sink = SpoolSink::start(
             "rabbitmq",
+            Link::new("test alert exchange"),
             RabbitPublisher::new(URI, &ex),
             1000,
-            Duration::from_secs(60),
         );
         let mut closed = 0;
         for i in 0..400 {
@@ -219,7 +216,7 @@ async fn every_alert_arrives_although_the_alert_connection_is_closed_midway() {
                 }
             }
         }
-        sink.flush().unwrap();
+        sink.flush(Duration::from_secs(60)).unwrap();
         let failures = sink.stats().failures.load(Ordering::Relaxed);
         (closed, failures)
     })

@@ -22,11 +22,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::alert::{Alert, AlertState};
 use crate::config::Config;
 use crate::kafka::KafkaConfig;
-use crate::run::live;
-use crate::sink::kafka::KafkaPublisher;
-use crate::sink::{Sink, SpoolSink};
-use crate::source::kafka::LagPoller;
-use crate::source::LiveSource;
+use crate::run::{live, live_components};
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -345,18 +341,11 @@ pub fn start_engine(
     kafka: KafkaConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, String> {
-    create_topic(&kafka.bootstrap_servers, &kafka.alerts_topic, 1)?;
-    let sink = SpoolSink::start(
-        "kafka",
-        KafkaPublisher::new(&kafka),
-        kafka.spool_capacity,
-        Duration::from_secs(60),
-    );
-    let sources: Vec<Box<dyn LiveSource>> = vec![Box::new(LagPoller::new(&kafka)?)];
     config.kafka = Some(kafka);
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(sink)];
+    config.stdout = false;
+    let parts = live_components(&config)?;
     Ok(std::thread::spawn(move || {
-        if let Err(e) = live(Arc::new(config), sources, sinks, stop, false) {
+        if let Err(e) = live(Arc::new(config), parts.sources, parts.sinks, stop, false) {
             tracing::error!(error = %e, "engine stopped");
         }
     }))

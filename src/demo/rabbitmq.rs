@@ -20,11 +20,7 @@ use tokio::task::JoinHandle;
 use crate::alert::{Alert, AlertState};
 use crate::config::Config;
 use crate::rabbitmq::{connect, RabbitConfig};
-use crate::run::live;
-use crate::sink::rabbitmq::RabbitPublisher;
-use crate::sink::{Sink, SpoolSink};
-use crate::source::rabbitmq::QueuePoller;
-use crate::source::LiveSource;
+use crate::run::{live, live_components};
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -229,17 +225,11 @@ pub fn start_engine(
     rabbit: RabbitConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    let sink = SpoolSink::start(
-        "rabbitmq",
-        RabbitPublisher::new(&rabbit.uri, &rabbit.alerts_exchange),
-        rabbit.spool_capacity,
-        Duration::from_secs(30),
-    );
-    let sources: Vec<Box<dyn LiveSource>> = vec![Box::new(QueuePoller::new(&rabbit)?)];
     config.rabbitmq = Some(rabbit);
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(sink)];
+    config.stdout = false;
+    let parts = live_components(&config)?;
     Ok(std::thread::spawn(move || {
-        if let Err(e) = live(Arc::new(config), sources, sinks, stop, false) {
+        if let Err(e) = live(Arc::new(config), parts.sources, parts.sinks, stop, false) {
             tracing::error!(error = %e, "engine stopped");
         }
     }))

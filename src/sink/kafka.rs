@@ -36,7 +36,7 @@ impl Publisher for KafkaPublisher {
         Ok(())
     }
 
-    async fn publish(&mut self, alerts: &[Alert]) -> Result<(), String> {
+    async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, String> {
         let producer = self.producer.as_ref().ok_or("not connected")?;
         let topic = self.cfg.alerts_topic.as_str();
         // Enqueue the whole batch, then wait for every delivery report.
@@ -70,6 +70,6 @@ impl Publisher for KafkaPublisher {
                 Err(_) => return Err("delivery report lost: producer closed".into()),
             }
         }
-        Ok(())
+        Ok(0)
     }
 }

@@ -1,10 +1,12 @@
 //! Sinks: where alerts leave. A sink takes each alert update in order and says whether it was
 //! delivered: stdout and files directly; broker sinks through a [`SpoolSink`], which keeps each
-//! alert until the broker confirmed it.
+//! alert until the broker confirmed it. Closing a sink gives it a deadline and hands back what
+//! it could not deliver, so a run can name every undelivered alert and never hang on shutdown.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::time::Instant;
 
 use crate::alert::Alert;
 
@@ -26,20 +28,43 @@ pub trait Sink: Send {
     fn name(&self) -> &str;
     /// Delivers one alert update; `Ok` means it was written (or confirmed by a broker).
     fn send(&mut self, alert: &Alert) -> Result<(), SinkError>;
-    fn flush(&mut self) -> Result<(), SinkError>;
+    /// Delivers what is still waiting, trying no later than `deadline`, and returns the alerts
+    /// that could not be delivered.
+    fn close(&mut self, deadline: Instant) -> Result<Vec<Alert>, SinkError>;
+    /// The broker connection it delivers through, if any.
+    fn link(&self) -> Option<std::sync::Arc<crate::link::Link>> {
+        None
+    }
+    /// What it delivered, for the run's summary (broker sinks).
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One alert JSON object per line, to stdout or a file.
 pub struct JsonlSink {
     name: String,
     out: Box<dyn Write + Send>,
+    /// Flush after every alert, so that whoever reads the pipe sees it as it fires.
+    flush_each: bool,
 }
 
 impl JsonlSink {
+    /// Alerts on stdout, each flushed as it is written: a terminal or a pipe sees every alert
+    /// when it fires, not when a buffer fills or the run ends.
     pub fn stdout() -> Self {
         JsonlSink {
             name: "stdout".into(),
             out: Box::new(BufWriter::new(io::stdout())),
+            flush_each: true,
+        }
+    }
+
+    /// Stdout for a replay, which writes many alerts quickly and flushes when it ends.
+    pub fn stdout_buffered() -> Self {
+        JsonlSink {
+            flush_each: false,
+            ..JsonlSink::stdout()
         }
     }
 
@@ -52,6 +77,7 @@ impl JsonlSink {
         Ok(JsonlSink {
             name,
             out: Box::new(BufWriter::new(f)),
+            flush_each: false,
         })
     }
 
@@ -70,10 +96,15 @@ impl Sink for JsonlSink {
 
     fn send(&mut self, alert: &Alert) -> Result<(), SinkError> {
         serde_json::to_writer(&mut self.out, alert).map_err(|e| self.io(e.into()))?;
-        self.out.write_all(b"\n").map_err(|e| self.io(e))
+        self.out.write_all(b"\n").map_err(|e| self.io(e))?;
+        if self.flush_each {
+            self.out.flush().map_err(|e| self.io(e))?;
+        }
+        Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| self.io(e))
+    fn close(&mut self, _: Instant) -> Result<Vec<Alert>, SinkError> {
+        self.out.flush().map_err(|e| self.io(e))?;
+        Ok(Vec::new())
     }
 }

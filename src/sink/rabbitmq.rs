@@ -1,10 +1,13 @@
 //! Alerts to a RabbitMQ topic exchange, routed by `<severity>.<kind>.<cluster>.<entity>`, so that
 //! a risk team binds exactly what it wants (`critical.#`, `*.consumer_stall.#`). Messages are
-//! persistent, carry the alert id as `message_id`, and count as sent only once confirmed.
+//! persistent, carry the alert id as `message_id`, and count as sent only once confirmed. They are
+//! published `mandatory`: an alert that no bound queue takes comes back, is counted, and the
+//! first one is logged — an exchange nobody listens to is worth knowing about, but is no reason
+//! to hold alerts back, so a returned alert still counts as delivered.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 
 use super::spool::Publisher;
 use crate::alert::Alert;
@@ -14,6 +17,7 @@ pub struct RabbitPublisher {
     uri: String,
     exchange: String,
     link: Option<(Connection, Channel)>,
+    told_unroutable: bool,
 }
 
 impl RabbitPublisher {
@@ -22,6 +26,7 @@ impl RabbitPublisher {
             uri: uri.into(),
             exchange: exchange.into(),
             link: None,
+            told_unroutable: false,
         }
     }
 }
@@ -68,7 +73,7 @@ impl Publisher for RabbitPublisher {
         Ok(())
     }
 
-    async fn publish(&mut self, alerts: &[Alert]) -> Result<(), String> {
+    async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, String> {
         let (_, ch) = self.link.as_ref().ok_or("not connected")?;
         let mut confirms = Vec::with_capacity(alerts.len());
         for a in alerts {
@@ -84,20 +89,37 @@ impl Publisher for RabbitPublisher {
                 .basic_publish(
                     self.exchange.as_str().into(),
                     routing_key(a).as_str().into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     a.to_json().as_bytes(),
                     props,
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            confirms.push(confirm);
+            confirms.push((confirm, a));
         }
-        for c in confirms {
-            let confirmation = c.await.map_err(|e| e.to_string())?;
-            if confirmation.is_nack() {
-                return Err("broker refused (nack) an alert".into());
+        let mut unroutable = 0;
+        for (c, a) in confirms {
+            match c.await.map_err(|e| e.to_string())? {
+                Confirmation::Nack(_) => return Err("broker refused (nack) an alert".into()),
+                Confirmation::Ack(Some(_)) => {
+                    unroutable += 1;
+                    if !self.told_unroutable {
+                        self.told_unroutable = true;
+                        tracing::warn!(
+                            exchange = %self.exchange,
+                            routing_key = %routing_key(a),
+                            id = %a.id,
+                            "no queue is bound to the alert exchange for this alert: nobody received it \
+                             (bind a queue, e.g. with routing key '#'; further unroutable alerts are only counted)"
+                        );
+                    }
+                }
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
             }
         }
-        Ok(())
+        Ok(unroutable)
     }
 }

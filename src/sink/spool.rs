@@ -1,35 +1,41 @@
 //! A bounded spool in front of a broker: alerts wait in it until the broker has confirmed them.
 //!
 //! [`SpoolSink`] runs one delivery thread with its own small async runtime. The thread connects
-//! (again, with backoff, after any failure), publishes the oldest alerts in order and drops them
-//! from the spool only once the broker confirmed them, so a lost connection or a restarted broker
-//! delays alerts but never loses one; a replay after reconnecting may deliver an alert twice, and
-//! subscribers deduplicate on its id. When the spool is full, `send` waits: backpressure reaches
-//! the workers rather than dropping anything.
+//! at once — so the alert exchange or topic exists before the first alert, and a wrong password is
+//! reported at startup, through the sink's [`Link`] — and again, with backoff, after any failure.
+//! It publishes the oldest alerts in order and drops them from the spool only once the broker
+//! confirmed them, so a lost connection or a restarted broker delays alerts but never loses one; a
+//! replay after reconnecting may deliver an alert twice, and subscribers deduplicate on its id.
+//! When the spool is full, `send` waits: backpressure reaches the workers rather than dropping
+//! anything. [`Sink::close`] gives delivery a deadline: what is still unconfirmed then is handed
+//! back, so shutdown can name it and never hangs on a broker that is down.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::{Sink, SinkError};
 use crate::alert::Alert;
+use crate::link::{Backoff, Link};
 
 /// Alerts published per round trip of confirms.
 const BATCH: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a sink dropped without [`Sink::close`] may still deliver.
+const DROP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A broker connection that can publish alerts with confirmation.
 pub trait Publisher: Send + 'static {
     /// Connects, or reconnects after a failure, and declares what it publishes to.
     fn connect(&mut self) -> impl Future<Output = Result<(), String>> + Send;
-    /// Publishes the alerts in order and returns once the broker confirmed every one of them.
-    fn publish(&mut self, alerts: &[Alert]) -> impl Future<Output = Result<(), String>> + Send;
+    /// Publishes the alerts in order and returns once the broker confirmed every one of them,
+    /// with how many of them it could route to no subscriber (confirmed all the same).
+    fn publish(&mut self, alerts: &[Alert]) -> impl Future<Output = Result<u64, String>> + Send;
 }
 
 /// What a spool has done, readable while it runs.
@@ -38,6 +44,8 @@ pub struct SpoolStats {
     pub confirmed: AtomicU64,
     pub failures: AtomicU64,
     pub spooled: AtomicU64,
+    /// Confirmed alerts that reached no subscriber (a RabbitMQ exchange with no matching binding).
+    pub unroutable: AtomicU64,
 }
 
 enum Cmd {
@@ -48,22 +56,33 @@ enum Cmd {
 pub struct SpoolSink {
     name: String,
     tx: Option<mpsc::Sender<Cmd>>,
+    /// Set by [`Sink::close`]: deliver until then. A channel of its own, so that closing never
+    /// waits for room in a full spool.
+    close: tokio::sync::watch::Sender<Option<Instant>>,
     stats: Arc<SpoolStats>,
+    link: Arc<Link>,
     thread: Option<JoinHandle<Vec<Alert>>>,
-    flush_timeout: Duration,
 }
 
 impl SpoolSink {
+    /// Starts the delivery thread, which connects at once. `link` names the broker in the log.
     pub fn start<P: Publisher>(
         name: &str,
+        link: Arc<Link>,
         publisher: P,
         capacity: usize,
-        flush_timeout: Duration,
     ) -> SpoolSink {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (close, deadline) = tokio::sync::watch::channel(None);
         let stats = Arc::new(SpoolStats::default());
-        let st = stats.clone();
-        let label = name.to_string();
+        let delivery = Delivery {
+            publisher,
+            rx,
+            deadline,
+            capacity: capacity.max(1),
+            stats: stats.clone(),
+            link: link.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("mqwatch-sink-{name}"))
             .spawn(move || {
@@ -71,20 +90,36 @@ impl SpoolSink {
                     .enable_all()
                     .build()
                     .expect("tokio runtime");
-                rt.block_on(deliver(label, publisher, rx, capacity.max(1), st))
+                rt.block_on(delivery.run())
             })
             .expect("spawn sink thread");
         SpoolSink {
             name: name.into(),
             tx: Some(tx),
+            close,
             stats,
+            link,
             thread: Some(thread),
-            flush_timeout,
         }
     }
 
     pub fn stats(&self) -> Arc<SpoolStats> {
         self.stats.clone()
+    }
+
+    /// Waits until every alert sent so far is confirmed, for at most `within`.
+    pub fn flush(&mut self, within: Duration) -> Result<(), SinkError> {
+        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        tx.blocking_send(Cmd::Flush(done_tx))
+            .map_err(|_| self.closed())?;
+        done_rx.recv_timeout(within).map_err(|_| SinkError::Broker {
+            sink: self.name.clone(),
+            message: format!(
+                "{} alerts still unconfirmed after {within:?}",
+                self.stats.spooled.load(Ordering::Relaxed)
+            ),
+        })
     }
 
     fn closed(&self) -> SinkError {
@@ -106,112 +141,211 @@ impl Sink for SpoolSink {
             .map_err(|_| self.closed())
     }
 
-    /// Waits until every alert sent so far is confirmed, or the flush timeout passes.
-    fn flush(&mut self) -> Result<(), SinkError> {
-        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-        tx.blocking_send(Cmd::Flush(done_tx))
-            .map_err(|_| self.closed())?;
-        done_rx
-            .recv_timeout(self.flush_timeout)
-            .map_err(|_| SinkError::Broker {
-                sink: self.name.clone(),
-                message: format!(
-                    "{} alerts still unconfirmed after {:?}",
-                    self.stats.spooled.load(Ordering::Relaxed),
-                    self.flush_timeout
-                ),
-            })
+    fn link(&self) -> Option<Arc<Link>> {
+        Some(self.link.clone())
+    }
+
+    fn summary(&self) -> Option<String> {
+        let s = &self.stats;
+        Some(format!(
+            "{}: {} alerts confirmed, {} unroutable, {} failed attempts",
+            self.name,
+            s.confirmed.load(Ordering::Relaxed),
+            s.unroutable.load(Ordering::Relaxed),
+            s.failures.load(Ordering::Relaxed)
+        ))
+    }
+
+    fn close(&mut self, deadline: Instant) -> Result<Vec<Alert>, SinkError> {
+        self.close.send_replace(Some(deadline));
+        drop(self.tx.take());
+        let thread = self.thread.take().ok_or_else(|| self.closed())?;
+        thread.join().map_err(|_| self.closed())
     }
 }
 
 impl Drop for SpoolSink {
     fn drop(&mut self) {
-        let _ = self.flush();
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
+        if self.thread.is_some() {
             // Whatever could not be confirmed is said out loud, alert by alert, never dropped silently.
-            for a in t.join().unwrap_or_default() {
+            for a in self
+                .close(Instant::now() + DROP_DEADLINE)
+                .unwrap_or_default()
+            {
                 tracing::error!(sink = %self.name, id = %a.id, alert = %a.to_json(), "alert not delivered");
             }
         }
     }
 }
 
-async fn deliver<P: Publisher>(
-    name: String,
-    mut publisher: P,
-    mut rx: mpsc::Receiver<Cmd>,
+/// The delivery thread's state.
+struct Delivery<P> {
+    publisher: P,
+    rx: mpsc::Receiver<Cmd>,
+    deadline: tokio::sync::watch::Receiver<Option<Instant>>,
     capacity: usize,
     stats: Arc<SpoolStats>,
-) -> Vec<Alert> {
-    let mut spool: VecDeque<Alert> = VecDeque::new();
-    let mut waiting: Vec<std::sync::mpsc::SyncSender<()>> = Vec::new();
-    let mut connected = false;
-    let mut backoff = FIRST_BACKOFF;
-    let mut open = true;
+    link: Arc<Link>,
+}
+
+/// Alerts taken from the channel, and whether more can come.
+struct Intake {
+    spool: VecDeque<Alert>,
+    waiting: Vec<std::sync::mpsc::SyncSender<()>>,
+    open: bool,
+}
+
+impl Intake {
+    fn take(&mut self, cmd: Option<Cmd>) {
+        match cmd {
+            Some(Cmd::Alert(a)) => self.spool.push_back(*a),
+            Some(Cmd::Flush(w)) => self.waiting.push(w),
+            None => self.open = false,
+        }
+    }
+}
+
+/// The close deadline, once there is one (marked seen, so that `changed` waits for the next).
+fn deadline_of(rx: &mut tokio::sync::watch::Receiver<Option<Instant>>) -> Option<Instant> {
+    *rx.borrow_and_update()
+}
+
+/// Runs `f` to completion, or until the close deadline passes (then `None`). A deadline set
+/// while `f` runs counts too, so a connect attempt that hangs cannot hold up shutdown; with
+/// `idle` (nothing waits to be delivered) closing abandons `f` at once.
+async fn bounded<F: Future>(
+    deadline: &mut tokio::sync::watch::Receiver<Option<Instant>>,
+    idle: bool,
+    f: F,
+) -> Option<F::Output> {
+    tokio::pin!(f);
     loop {
-        while open && spool.len() < capacity {
-            match rx.try_recv() {
-                Ok(cmd) => take(cmd, &mut spool, &mut waiting),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+        if let Some(d) = deadline_of(deadline) {
+            if idle {
+                return None;
             }
+            return tokio::time::timeout_at(d.into(), &mut f).await.ok();
         }
-        stats.spooled.store(spool.len() as u64, Ordering::Relaxed);
-        if spool.is_empty() {
-            waiting.drain(..).for_each(|w| {
-                let _ = w.send(());
-            });
-            if !open {
-                return Vec::new();
+        tokio::select! {
+            out = &mut f => return Some(out),
+            changed = deadline.changed() => if changed.is_err() {
+                return tokio::time::timeout(DROP_DEADLINE, &mut f).await.ok();
+            },
+        }
+    }
+}
+
+impl<P: Publisher> Delivery<P> {
+    async fn run(self) -> Vec<Alert> {
+        let Delivery {
+            mut publisher,
+            mut rx,
+            mut deadline,
+            capacity,
+            stats,
+            link,
+        } = self;
+        let mut intake = Intake {
+            spool: VecDeque::new(),
+            waiting: Vec::new(),
+            open: true,
+        };
+        let mut connected = false;
+        let mut backoff = Backoff::new(MAX_BACKOFF);
+        // Hands back the spool and whatever still waits in the channel.
+        let give_up = |mut intake: Intake, mut rx: mpsc::Receiver<Cmd>| {
+            rx.close();
+            while let Ok(cmd) = rx.try_recv() {
+                intake.take(Some(cmd));
             }
-            match rx.recv().await {
-                Some(cmd) => take(cmd, &mut spool, &mut waiting),
-                None => open = false,
-            }
-            continue;
-        }
-        if !open && waiting.is_empty() && !connected {
-            // Shutting down and the broker is gone: hand back what could not be delivered.
-            return spool.into();
-        }
-        if !connected {
-            match publisher.connect().await {
-                Ok(()) => {
-                    connected = true;
-                    backoff = FIRST_BACKOFF;
-                    tracing::info!(sink = %name, "connected");
+            Vec::from(intake.spool)
+        };
+        loop {
+            while intake.open && intake.spool.len() < capacity {
+                match rx.try_recv() {
+                    Ok(cmd) => intake.take(Some(cmd)),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => intake.take(None),
                 }
-                Err(e) => {
+            }
+            stats
+                .spooled
+                .store(intake.spool.len() as u64, Ordering::Relaxed);
+            if intake.spool.is_empty() {
+                intake.waiting.drain(..).for_each(|w| {
+                    let _ = w.try_send(());
+                });
+                if !intake.open {
+                    return Vec::new();
+                }
+            }
+            if deadline_of(&mut deadline).is_some_and(|d| Instant::now() >= d) {
+                return give_up(intake, rx);
+            }
+            if !connected {
+                let idle = intake.spool.is_empty();
+                match bounded(&mut deadline, idle, publisher.connect()).await {
+                    None => return give_up(intake, rx),
+                    Some(Ok(())) => {
+                        connected = true;
+                        backoff.reset();
+                        link.up();
+                    }
+                    Some(Err(e)) => {
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        link.down(&e);
+                        let delay = backoff.next_delay();
+                        pause(delay, &mut rx, &mut deadline, &mut intake, capacity).await;
+                    }
+                }
+                continue;
+            }
+            if intake.spool.is_empty() {
+                let cmd = rx.recv().await;
+                intake.take(cmd);
+                continue;
+            }
+            let n = intake.spool.len().min(BATCH);
+            let batch = &intake.spool.make_contiguous()[..n];
+            match bounded(&mut deadline, false, publisher.publish(batch)).await {
+                None => return give_up(intake, rx),
+                Some(Ok(unroutable)) => {
+                    intake.spool.drain(..n);
+                    stats.confirmed.fetch_add(n as u64, Ordering::Relaxed);
+                    stats.unroutable.fetch_add(unroutable, Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    connected = false;
                     stats.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(sink = %name, error = %e, spooled = spool.len(), "cannot connect; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
+                    link.down(&e);
+                    let delay = backoff.next_delay();
+                    pause(delay, &mut rx, &mut deadline, &mut intake, capacity).await;
                 }
-            }
-        }
-        let n = spool.len().min(BATCH);
-        match publisher.publish(&spool.make_contiguous()[..n]).await {
-            Ok(()) => {
-                spool.drain(..n);
-                stats.confirmed.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                connected = false;
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(sink = %name, error = %e, spooled = spool.len(), "publish failed; will reconnect");
-                tokio::time::sleep(backoff).await;
             }
         }
     }
 }
 
-fn take(cmd: Cmd, spool: &mut VecDeque<Alert>, waiting: &mut Vec<std::sync::mpsc::SyncSender<()>>) {
-    match cmd {
-        Cmd::Alert(a) => spool.push_back(*a),
-        Cmd::Flush(w) => waiting.push(w),
+/// Waits before the next attempt, taking commands meanwhile while there is room, and wakes
+/// early when the run starts closing.
+async fn pause(
+    delay: Duration,
+    rx: &mut mpsc::Receiver<Cmd>,
+    deadline: &mut tokio::sync::watch::Receiver<Option<Instant>>,
+    intake: &mut Intake,
+    capacity: usize,
+) {
+    let wake = Instant::now() + delay;
+    let wake = deadline_of(deadline).map_or(wake, |d| d.min(wake));
+    let sleep = tokio::time::sleep_until(wake.into());
+    tokio::pin!(sleep);
+    loop {
+        let room = intake.open && intake.spool.len() < capacity;
+        tokio::select! {
+            _ = &mut sleep => return,
+            cmd = rx.recv(), if room => intake.take(cmd),
+            _ = deadline.changed() => return,
+        }
     }
 }
 
@@ -231,7 +365,7 @@ mod tests {
         async fn connect(&mut self) -> Result<(), String> {
             Ok(())
         }
-        async fn publish(&mut self, alerts: &[Alert]) -> Result<(), String> {
+        async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, String> {
             self.calls += 1;
             if self.calls % 3 == 0 {
                 return Err("connection reset".into());
@@ -240,7 +374,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .extend(alerts.iter().map(|a| a.id.clone()));
-            Ok(())
+            Ok(0)
         }
     }
 
@@ -258,23 +392,75 @@ mod tests {
         let got = Arc::new(Mutex::new(Vec::new()));
         let mut sink = SpoolSink::start(
             "flaky",
+            Link::new("flaky"),
             Flaky {
                 calls: 0,
                 got: got.clone(),
             },
             8,
-            Duration::from_secs(10),
         );
         for i in 0..500 {
             sink.send(&alert(i)).unwrap();
         }
-        sink.flush().unwrap();
+        sink.flush(Duration::from_secs(10)).unwrap();
         let stats = sink.stats();
-        drop(sink);
+        let undelivered = sink.close(Instant::now() + Duration::from_secs(1)).unwrap();
+        assert!(undelivered.is_empty());
         let got = got.lock().unwrap();
         let want: Vec<String> = (0..500).map(|i| format!("a{i}")).collect();
         assert_eq!(*got, want);
         assert_eq!(stats.confirmed.load(Ordering::Relaxed), 500);
         assert!(stats.failures.load(Ordering::Relaxed) > 0);
+    }
+
+    /// A broker that never answers: the wrong password of a live run.
+    struct Refusing;
+
+    impl Publisher for Refusing {
+        async fn connect(&mut self) -> Result<(), String> {
+            Err("ACCESS_REFUSED".into())
+        }
+        async fn publish(&mut self, _: &[Alert]) -> Result<u64, String> {
+            unreachable!("never connected")
+        }
+    }
+
+    #[test]
+    fn closing_gives_up_at_the_deadline_and_hands_back_what_was_not_delivered() {
+        let link = Link::new("refusing");
+        let mut sink = SpoolSink::start("refusing", link.clone(), Refusing, 8);
+        for i in 0..3 {
+            sink.send(&alert(i)).unwrap();
+        }
+        assert!(sink.flush(Duration::from_millis(300)).is_err());
+        let started = Instant::now();
+        let left = sink.close(started + Duration::from_millis(500)).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "close overran its deadline"
+        );
+        let ids: Vec<&str> = left.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a0", "a1", "a2"]);
+        assert!(link.failures() > 0 && !link.reached());
+    }
+
+    #[test]
+    fn the_sink_connects_before_the_first_alert() {
+        let link = Link::new("flaky");
+        let mut sink = SpoolSink::start(
+            "flaky",
+            link.clone(),
+            Flaky {
+                calls: 0,
+                got: Arc::default(),
+            },
+            8,
+        );
+        let t = Instant::now();
+        while !link.reached() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(link.reached(), "no connection without an alert");
+        assert!(sink.close(Instant::now()).unwrap().is_empty());
     }
 }

@@ -30,6 +30,7 @@ use super::rabbitmq::now_ms;
 use super::LiveSource;
 use crate::event::{parse_events, ErrorReason, LabelVec, ParseError, RawEvent};
 use crate::kafka::{create_topic, redact_error, KafkaConfig};
+use crate::link::Link;
 use crate::pipeline::Ingest;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,6 +113,9 @@ pub struct LagPoller {
     /// committed offsets only through a client of that group.
     group_clients: HashMap<String, BaseConsumer>,
     time_lag: HashMap<(String, i32), TimeLag>,
+    link: Arc<Link>,
+    /// How many topics and groups the last poll matched, to say so when it changes.
+    matched: Option<(usize, usize)>,
 }
 
 fn compile(ps: &[String]) -> Result<Vec<Regex>, String> {
@@ -141,7 +145,40 @@ impl LagPoller {
             meta,
             group_clients: HashMap::new(),
             time_lag: HashMap::new(),
+            link: Link::new(format!("kafka lag poller ({})", cfg.bootstrap_servers)),
+            matched: None,
         })
+    }
+
+    /// Says which topics and groups a poll matched, when that changes (the first poll included).
+    fn tell_matched(&mut self, topics: &[&str], groups: &[&str]) {
+        if self.matched == Some((topics.len(), groups.len())) {
+            return;
+        }
+        self.matched = Some((topics.len(), groups.len()));
+        let show = |names: &[&str]| {
+            let more = names.len().saturating_sub(10);
+            let list = names
+                .iter()
+                .take(10)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if more > 0 {
+                format!("{list} and {more} more")
+            } else {
+                list
+            }
+        };
+        tracing::info!(
+            broker = %self.link.name(),
+            cluster = %self.cfg.cluster,
+            "watching {} topics ({}) and {} consumer groups ({})",
+            topics.len(),
+            show(topics),
+            groups.len(),
+            show(groups)
+        );
     }
 
     /// One poll: every watched partition's end offset, every watched group's committed offsets,
@@ -150,17 +187,21 @@ impl LagPoller {
         let err = |e: rdkafka::error::KafkaError| redact_error(e, &self.cfg);
         let metadata = self.meta.fetch_metadata(None, TIMEOUT).map_err(err)?;
         let mut tpl = TopicPartitionList::new();
+        let mut topic_names = Vec::new();
         for t in metadata
             .topics()
             .iter()
             .filter(|t| wanted(t.name(), &self.topics))
         {
+            topic_names.push(t.name().to_string());
             for p in t.partitions() {
                 tpl.add_partition_offset(t.name(), p.id(), Offset::End)
                     .map_err(err)?;
             }
         }
         if tpl.count() == 0 {
+            let topics: Vec<&str> = topic_names.iter().map(String::as_str).collect();
+            self.tell_matched(&topics, &[]);
             return Ok(0);
         }
         // ListOffsets for "latest", batched per broker: the log-end offsets.
@@ -193,11 +234,13 @@ impl LagPoller {
             }
         }
         let groups = self.meta.fetch_group_list(None, TIMEOUT).map_err(err)?;
-        for g in groups
+        let watched: Vec<_> = groups
             .groups()
             .iter()
             .filter(|g| wanted(g.name(), &self.groups))
-        {
+            .collect();
+        let group_names: Vec<String> = watched.iter().map(|g| g.name().to_string()).collect();
+        for g in watched {
             let members = g.members().len() as f64;
             let client = match self.group_clients.entry(g.name().to_string()) {
                 std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
@@ -264,6 +307,9 @@ impl LagPoller {
                 push_sample(ingest, ts, "kafka_consumergroup_members", &l, members);
             }
         }
+        let topics: Vec<&str> = topic_names.iter().map(String::as_str).collect();
+        let groups: Vec<&str> = group_names.iter().map(String::as_str).collect();
+        self.tell_matched(&topics, &groups);
         Ok(end_of.len())
     }
 }
@@ -273,13 +319,18 @@ impl LiveSource for LagPoller {
         "kafka-poller".into()
     }
 
+    fn link(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
     fn run(mut self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
         let every = self.cfg.poll_interval;
         while !stop.load(Ordering::Relaxed) {
             let started = std::time::Instant::now();
             let ts = now_ms();
-            if let Err(e) = self.poll(ts, ingest) {
-                tracing::warn!(source = "kafka-poller", error = %e, "poll failed");
+            match self.poll(ts, ingest) {
+                Ok(_) => self.link.up(),
+                Err(e) => self.link.down(&e),
             }
             ingest.advance_to(ts);
             sleep_until(started + every, &stop);
@@ -301,11 +352,19 @@ fn sleep_until(deadline: std::time::Instant, stop: &AtomicBool) {
 /// Consumes metric events from topics, at least once.
 pub struct MetricsConsumer {
     cfg: KafkaConfig,
+    link: Arc<Link>,
 }
 
 impl MetricsConsumer {
     pub fn new(cfg: &KafkaConfig) -> Self {
-        MetricsConsumer { cfg: cfg.clone() }
+        MetricsConsumer {
+            cfg: cfg.clone(),
+            link: Link::new(format!(
+                "kafka metric topics {} ({})",
+                cfg.metrics_topics.join(","),
+                cfg.bootstrap_servers
+            )),
+        }
     }
 
     fn dead_letter(
@@ -356,6 +415,10 @@ impl LiveSource for MetricsConsumer {
         format!("kafka-topics {}", self.cfg.metrics_topics.join(","))
     }
 
+    fn link(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
     fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
         let cfg = &self.cfg;
         let err = |e: rdkafka::error::KafkaError| redact_error(e, cfg);
@@ -389,9 +452,12 @@ impl LiveSource for MetricsConsumer {
                 continue;
             };
             let m = match polled {
-                Ok(m) => m,
+                Ok(m) => {
+                    self.link.up();
+                    m
+                }
                 Err(e) => {
-                    tracing::warn!(source = "kafka-metrics", error = %err(e), "consume error");
+                    self.link.down(&err(e));
                     continue;
                 }
             };
@@ -450,17 +516,28 @@ fn commit(
 /// Produces timestamps to every partition of the probe topic and reads them back.
 pub struct Probe {
     cfg: KafkaConfig,
+    link: Arc<Link>,
 }
 
 impl Probe {
     pub fn new(cfg: &KafkaConfig) -> Self {
-        Probe { cfg: cfg.clone() }
+        Probe {
+            cfg: cfg.clone(),
+            link: Link::new(format!(
+                "kafka probe {} ({})",
+                cfg.probe.topic, cfg.bootstrap_servers
+            )),
+        }
     }
 }
 
 impl LiveSource for Probe {
     fn name(&self) -> String {
         format!("kafka-probe {}", self.cfg.probe.topic)
+    }
+
+    fn link(&self) -> Arc<Link> {
+        self.link.clone()
     }
 
     fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
@@ -471,7 +548,19 @@ impl LiveSource for Probe {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(create_topic(cfg, &p.topic, p.partitions))?;
+        // The topic is created once the cluster answers; until then the probe waits for it.
+        let mut backoff = crate::link::Backoff::new(Duration::from_secs(10));
+        loop {
+            match rt.block_on(create_topic(cfg, &p.topic, p.partitions)) {
+                Ok(()) => break,
+                Err(e) => self.link.down(&e),
+            }
+            let pause = std::time::Instant::now() + backoff.next_delay();
+            sleep_until(pause, &stop);
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
         let producer: FutureProducer = cfg
             .client(&[("linger.ms", "0"), ("message.timeout.ms", "5000")])
             .create()
@@ -500,9 +589,16 @@ impl LiveSource for Probe {
                     let record = FutureRecord::<(), str>::to(&p.topic)
                         .partition(part)
                         .payload(&body);
-                    let ok = rt
-                        .block_on(producer.send(record, Duration::from_secs(5)))
-                        .is_ok();
+                    let ok = match rt.block_on(producer.send(record, Duration::from_secs(5))) {
+                        Ok(_) => {
+                            self.link.up();
+                            true
+                        }
+                        Err((e, _)) => {
+                            self.link.down(&err(e));
+                            false
+                        }
+                    };
                     let ps = part.to_string();
                     let l = [
                         ("cluster", cluster),

@@ -32,6 +32,7 @@ use serde::Deserialize;
 
 use super::LiveSource;
 use crate::event::{parse_events, ErrorReason, LabelVec, RawEvent};
+use crate::link::Link;
 use crate::pipeline::Ingest;
 use crate::rabbitmq::{connect, redact, RabbitConfig};
 
@@ -113,6 +114,9 @@ pub struct QueuePoller {
     cluster: String,
     on_fallback: bool,
     amqp: Option<(Connection, Channel)>,
+    link: Arc<Link>,
+    /// How many queues the last poll matched, to say so when it changes.
+    matched: Option<usize>,
 }
 
 impl QueuePoller {
@@ -136,7 +140,49 @@ impl QueuePoller {
             http,
             on_fallback: false,
             amqp: None,
+            link: Link::new(format!(
+                "rabbitmq poller (management {}, {})",
+                if cfg.management_url.is_empty() {
+                    "off"
+                } else {
+                    cfg.management_url.as_str()
+                },
+                redact(&cfg.uri)
+            )),
+            matched: None,
         })
+    }
+
+    /// Says which queues a poll matched, when that changes (the first poll included).
+    fn tell_matched(&mut self, names: &[String]) {
+        if self.matched == Some(names.len()) {
+            return;
+        }
+        self.matched = Some(names.len());
+        const SHOWN: usize = 10;
+        let more = names.len().saturating_sub(SHOWN);
+        let list = names
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        let which = if names.is_empty() {
+            " (none matches yet)".to_string()
+        } else {
+            format!(": {list}{tail}")
+        };
+        tracing::info!(
+            broker = %self.link.name(),
+            cluster = %self.cluster,
+            "watching {} queues{which}",
+            names.len()
+        );
     }
 
     fn wanted(&self, vhost: &str, queue: &str) -> bool {
@@ -176,9 +222,17 @@ impl QueuePoller {
         if self.cluster.is_empty() {
             self.cluster = self.cluster_name();
         }
-        let mut n = 0;
+        let mut names = Vec::new();
         for q in queues.iter().filter(|q| self.wanted(&q.vhost, &q.name)) {
-            n += 1;
+            names.push(format!(
+                "{}{}",
+                if q.vhost == "/" {
+                    String::new()
+                } else {
+                    format!("{}/", q.vhost)
+                },
+                q.name
+            ));
             let l = [
                 ("cluster", self.cluster.as_str()),
                 ("queue", q.name.as_str()),
@@ -217,7 +271,8 @@ impl QueuePoller {
                 }
             }
         }
-        Ok(n)
+        self.tell_matched(&names);
+        Ok(names.len())
     }
 
     fn management_queues(&self) -> Result<Vec<QueueInfo>, String> {
@@ -326,6 +381,10 @@ impl LiveSource for QueuePoller {
         "rabbitmq-poller".into()
     }
 
+    fn link(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
     fn run(mut self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
         let every = self.cfg.poll_interval;
         run_async(&stop, async move {
@@ -333,8 +392,9 @@ impl LiveSource for QueuePoller {
             loop {
                 tick.tick().await;
                 let ts = now_ms();
-                if let Err(e) = self.poll(ts, ingest).await {
-                    tracing::warn!(source = "rabbitmq-poller", error = %e, "poll failed");
+                match self.poll(ts, ingest).await {
+                    Ok(_) => self.link.up(),
+                    Err(e) => self.link.down(&e),
                 }
                 ingest.advance_to(ts);
             }
@@ -345,11 +405,19 @@ impl LiveSource for QueuePoller {
 /// Consumes metric events from a queue, at least once.
 pub struct MetricsConsumer {
     cfg: RabbitConfig,
+    link: Arc<Link>,
 }
 
 impl MetricsConsumer {
     pub fn new(cfg: &RabbitConfig) -> Self {
-        MetricsConsumer { cfg: cfg.clone() }
+        MetricsConsumer {
+            cfg: cfg.clone(),
+            link: Link::new(format!(
+                "rabbitmq metric queue {} ({})",
+                cfg.metrics_queue,
+                redact(&cfg.uri)
+            )),
+        }
     }
 
     async fn session(&self, ingest: &mut Ingest) -> Result<(), String> {
@@ -384,6 +452,7 @@ impl MetricsConsumer {
             )
             .await
             .map_err(|e| format!("consume {queue}: {e}"))?;
+        self.link.up();
         tracing::info!(queue, "consuming metric events");
         let mut unacked: Option<u64> = None;
         let mut pending = 0usize;
@@ -473,13 +542,21 @@ impl LiveSource for MetricsConsumer {
         format!("rabbitmq-queue {}", self.cfg.metrics_queue)
     }
 
+    fn link(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
     fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
         run_async(&stop, async move {
+            let mut backoff = crate::link::Backoff::new(Duration::from_secs(10));
             loop {
                 // A session ends only on failure; unacknowledged deliveries come back on the next.
                 let e = self.session(ingest).await.unwrap_err();
-                tracing::warn!(source = "rabbitmq-metrics", error = %e, "session ended; reconnecting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if self.link.is_up() {
+                    backoff.reset();
+                }
+                self.link.down(&e);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         })
     }
@@ -488,11 +565,19 @@ impl LiveSource for MetricsConsumer {
 /// End-to-end latency through the broker, measured with probe messages.
 pub struct Probe {
     cfg: RabbitConfig,
+    link: Arc<Link>,
 }
 
 impl Probe {
     pub fn new(cfg: &RabbitConfig) -> Self {
-        Probe { cfg: cfg.clone() }
+        Probe {
+            cfg: cfg.clone(),
+            link: Link::new(format!(
+                "rabbitmq probe {} ({})",
+                cfg.probe.queue,
+                redact(&cfg.uri)
+            )),
+        }
     }
 
     async fn session(&self, ingest: &mut Ingest, cluster: &str) -> Result<(), String> {
@@ -541,6 +626,7 @@ impl Probe {
         } else {
             p.routing_key.as_str()
         };
+        self.link.up();
         let mut tick = tokio::time::interval(p.interval);
         loop {
             tokio::select! {
@@ -569,6 +655,10 @@ impl LiveSource for Probe {
         format!("rabbitmq-probe {}", self.cfg.probe.queue)
     }
 
+    fn link(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
     fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
         let cluster = if self.cfg.cluster.is_empty() {
             "rabbitmq".to_string()
@@ -576,10 +666,14 @@ impl LiveSource for Probe {
             self.cfg.cluster.clone()
         };
         run_async(&stop, async move {
+            let mut backoff = crate::link::Backoff::new(Duration::from_secs(10));
             loop {
                 let e = self.session(ingest, &cluster).await.unwrap_err();
-                tracing::warn!(source = "rabbitmq-probe", error = %e, "probe session ended; reconnecting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if self.link.is_up() {
+                    backoff.reset();
+                }
+                self.link.down(&e);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         })
     }

@@ -38,3 +38,12 @@ pub fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     std::fs::write(&p, lines.join("\n") + "\n").unwrap();
     p
 }
+
+/// A name no other test run uses: for queues, exchanges, topics and groups on the shared brokers.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}.test-{}-{nanos}", std::process::id())
+}

@@ -1,0 +1,207 @@
+//! The state of one connection to a broker — a poller's management API, a consumer's AMQP
+//! connection, an alert sink's producer — as the operator needs to hear of it.
+//!
+//! Every source and sink reports each attempt to its [`Link`]: [`Link::up`] after a success,
+//! [`Link::down`] with the error after a failure. The link logs *changes* — reached, lost,
+//! reachable again — and while a broker stays down it repeats itself with a doubling pause (30 s,
+//! 1 min, 2 min, ... up to 10 min), not at every poll; it counts every failure and every outage.
+//! Every line names the broker (its address, credentials redacted), so an error like
+//! `BrokerTransportFailure` is never anonymous. The run asks the links whether any broker was
+//! reached at all before its startup window closes.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const FIRST_REPEAT: Duration = Duration::from_secs(30);
+const MAX_REPEAT: Duration = Duration::from_secs(600);
+
+#[derive(Debug)]
+pub struct Link {
+    /// What this connection is and where it goes, e.g. `kafka lag poller (127.0.0.1:9092)`.
+    name: String,
+    up: AtomicBool,
+    ever_up: AtomicBool,
+    failures: AtomicU64,
+    outages: AtomicU64,
+    log: Mutex<Outage>,
+}
+
+#[derive(Debug, Default)]
+struct Outage {
+    since: Option<Instant>,
+    failures: u64,
+    logged_at: Option<Instant>,
+    repeat: Duration,
+    last_error: String,
+}
+
+impl Link {
+    pub fn new(name: impl Into<String>) -> Arc<Link> {
+        Arc::new(Link {
+            name: crate::redact::redact_userinfo(&name.into()),
+            up: AtomicBool::new(false),
+            ever_up: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
+            log: Mutex::new(Outage::default()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the broker answered at least once.
+    pub fn reached(&self) -> bool {
+        self.ever_up.load(Ordering::Relaxed)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Failed attempts so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Times the broker was lost after having been reached.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    /// The most recent error, while the link is down.
+    pub fn last_error(&self) -> String {
+        self.lock().last_error.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outage> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An attempt succeeded. Cheap when nothing changed (one atomic load).
+    pub fn up(&self) {
+        if self.up.load(Ordering::Relaxed) {
+            return;
+        }
+        self.up.store(true, Ordering::Relaxed);
+        let first = !self.ever_up.swap(true, Ordering::Relaxed);
+        let mut o = self.lock();
+        match (first, o.since.take()) {
+            (true, None) => tracing::info!(broker = %self.name, "connected"),
+            (true, Some(since)) => tracing::info!(
+                broker = %self.name,
+                after = %secs(since.elapsed()),
+                failures = o.failures,
+                "connected after failures"
+            ),
+            (false, since) => tracing::info!(
+                broker = %self.name,
+                after = %since.map_or_else(String::new, |s| secs(s.elapsed())),
+                failures = o.failures,
+                "reachable again"
+            ),
+        }
+        *o = Outage::default();
+    }
+
+    /// An attempt failed with `error` (already free of secrets, or redacted here).
+    pub fn down(&self, error: &str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let was_up = self.up.swap(false, Ordering::Relaxed);
+        let error = crate::redact::redact_userinfo(error);
+        let now = Instant::now();
+        let mut o = self.lock();
+        o.failures += 1;
+        o.last_error = error.clone();
+        if o.since.is_none() {
+            o.since = Some(now);
+            o.logged_at = Some(now);
+            o.repeat = FIRST_REPEAT;
+            if was_up {
+                self.outages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(broker = %self.name, %error, "lost; retrying with backoff");
+            } else if self.reached() {
+                tracing::warn!(broker = %self.name, %error, "failed; retrying with backoff");
+            } else {
+                tracing::warn!(broker = %self.name, %error, "cannot connect; retrying with backoff");
+            }
+            return;
+        }
+        if o.logged_at.is_some_and(|t| now - t >= o.repeat) {
+            o.logged_at = Some(now);
+            o.repeat = (o.repeat * 2).min(MAX_REPEAT);
+            tracing::warn!(
+                broker = %self.name,
+                %error,
+                down_for = %secs(o.since.map_or(Duration::ZERO, |s| now - s)),
+                failures = o.failures,
+                "still unreachable"
+            );
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// Backoff between reconnection attempts: 100 ms doubling to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(max: Duration) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(100),
+            max,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+
+    /// The pause before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_counts_failures_and_outages_and_remembers_being_reached() {
+        let l = Link::new("rabbitmq amqp://guest:pw@127.0.0.1:5672/%2f");
+        assert_eq!(l.name(), "rabbitmq amqp://guest:***@127.0.0.1:5672/%2f");
+        l.down("connection refused");
+        l.down("connection refused");
+        assert!(!l.reached() && !l.is_up());
+        assert_eq!((l.failures(), l.outages()), (2, 0));
+        assert_eq!(l.last_error(), "connection refused");
+        l.up();
+        l.up();
+        assert!(l.reached() && l.is_up());
+        l.down("reset by peer");
+        assert_eq!((l.failures(), l.outages()), (3, 1));
+        l.up();
+        assert_eq!(l.outages(), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_ceiling_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500));
+        let d: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(d, [100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+}
