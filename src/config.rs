@@ -25,12 +25,19 @@ pub struct Config {
     pub detectors: DetectorConfig,
     #[serde(rename = "override")]
     pub overrides: Vec<Override>,
-    /// Watch a RabbitMQ broker and publish alerts to it (live mode, `mqwatch run`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rabbitmq: Option<crate::rabbitmq::RabbitConfig>,
-    /// Watch a Kafka cluster and publish alerts to it (live mode, `mqwatch run`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<crate::kafka::KafkaConfig>,
+    /// RabbitMQ brokers to watch and publish alerts to (live mode, `mqwatch run`): `[[rabbitmq]]`
+    /// once per broker, or one `[rabbitmq]` table.
+    #[serde(
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub rabbitmq: Vec<crate::rabbitmq::RabbitConfig>,
+    /// Kafka clusters to watch and publish alerts to: `[[kafka]]` once per cluster, or one `[kafka]`.
+    #[serde(
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub kafka: Vec<crate::kafka::KafkaConfig>,
     /// Alerts on stdout (JSONL) in live mode.
     pub stdout: bool,
     /// Learned baselines to score with (loaded from `models/`, not part of the TOML).
@@ -44,12 +51,37 @@ impl Default for Config {
             engine: EngineConfig::default(),
             detectors: DetectorConfig::default(),
             overrides: Vec::new(),
-            rabbitmq: None,
-            kafka: None,
+            rabbitmq: Vec::new(),
+            kafka: Vec::new(),
             stdout: true,
             models: None,
         }
     }
+}
+
+/// A section given once as a table (`[kafka]`) or many times as an array of tables (`[[kafka]]`).
+/// A visitor that hands the table or the array straight on, rather than an untagged enum, keeps
+/// the inner error (an unknown key and its valid names, the line) intact.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+    struct OneOrMany<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OneOrMany<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table or an array of tables")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map)).map(|t| vec![t])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::<T>::deserialize(SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_any(OneOrMany(std::marker::PhantomData))
 }
 
 /// What to do when a worker's queue is full.
@@ -358,10 +390,10 @@ impl Config {
         if e.batch_size == 0 || e.queue_batches == 0 {
             return Err("engine.batch_size and engine.queue_batches must be positive".into());
         }
-        if let Some(r) = &self.rabbitmq {
+        for r in &self.rabbitmq {
             r.validate()?;
         }
-        if let Some(k) = &self.kafka {
+        for k in &self.kafka {
             k.validate()?;
         }
         if !(1..=5).contains(&self.detectors.latency.significant_digits) {
@@ -419,7 +451,7 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         Some((key, rest)) => {
             let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
             let section = line.and_then(|n| section_at(text, n));
-            let within = section.map_or(String::new(), |s| format!(" in [{s}]"));
+            let within = section.map_or(String::new(), |s| format!(" in {s}"));
             let hint = match crate::redact::nearest(key, expected.iter().copied()) {
                 Some(n) => format!(" (did you mean `{n}`?)"),
                 None => format!("; valid keys: {}", expected.join(", ")),
@@ -449,15 +481,12 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// The table header in force at a 1-based line.
+/// The table header (`[engine]`, `[[kafka]]`) in force at a 1-based line.
 fn section_at(text: &str, line: usize) -> Option<&str> {
     text.lines()
         .take(line)
-        .filter_map(|l| {
-            let l = l.trim();
-            l.starts_with('[')
-                .then(|| l.trim_matches(['[', ']']).trim())
-        })
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
         .last()
 }
 
@@ -535,11 +564,28 @@ mod tests {
     #[test]
     fn the_live_example_documents_the_broker_defaults() {
         let c = Config::parse(include_str!("../mqwatch.live.example.toml")).unwrap();
-        assert_eq!(c.rabbitmq, Some(crate::rabbitmq::RabbitConfig::default()));
-        assert_eq!(c.kafka, Some(crate::kafka::KafkaConfig::default()));
+        assert_eq!(c.rabbitmq, vec![crate::rabbitmq::RabbitConfig::default()]);
+        assert_eq!(c.kafka, vec![crate::kafka::KafkaConfig::default()]);
         assert_eq!(c.stdout, Config::default().stdout);
         assert!(Config::parse("[kafka]\nbootstrap_servers = \"\"").is_err());
         assert!(Config::parse("[rabbitmq]\nuri = \"nope\"").is_err());
+    }
+
+    #[test]
+    fn one_process_watches_several_clusters() {
+        let c = Config::parse(
+            "[[kafka]]\ncluster = \"pay\"\n[[kafka]]\ncluster = \"risk\"\nbootstrap_servers = \"10.0.0.1:9092\"\n\
+             [rabbitmq]\ncluster = \"mq\"",
+        )
+        .unwrap();
+        let clusters: Vec<&str> = c.kafka.iter().map(|k| k.cluster.as_str()).collect();
+        assert_eq!(clusters, ["pay", "risk"]);
+        assert_eq!(c.rabbitmq.len(), 1);
+        let e = Config::parse("[[kafka]]\ncluster = \"a\"\n[[kafka]]\nclustr = \"b\"").unwrap_err();
+        assert_eq!(
+            e,
+            "line 4: unknown key `clustr` in [[kafka]] (did you mean `cluster`?)"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! replay or a live run.
 
 pub mod alert;
+pub mod component;
 pub mod config;
 pub mod dataset;
 pub mod demo;

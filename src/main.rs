@@ -458,14 +458,13 @@ fn run_live(
     models: Option<Arc<ModelSet>>,
 ) -> anyhow::Result<()> {
     let config = env.config(Some(config_path), models)?;
-    if config.rabbitmq.is_none() && config.kafka.is_none() {
+    if config.rabbitmq.is_empty() && config.kafka.is_empty() {
         return Err(UsageError(format!(
             "{}: no live source configured (add a [rabbitmq] or [kafka] section)",
             config_path.display()
         ))
         .into());
     }
-    let parts = mqwatch::run::live_components(&config).map_err(UsageError)?;
     if let Some(d) = duration {
         let timer = env.stop.clone();
         std::thread::spawn(move || {
@@ -473,7 +472,7 @@ fn run_live(
             timer.store(true, Ordering::Relaxed);
         });
     }
-    let report = mqwatch::run::live(config, parts.sources, parts.sinks, env.stop.clone(), false)?;
+    let report = mqwatch::run::live(config, env.stop.clone())?;
     for s in &report.sinks {
         eprintln!("{s}");
     }

@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::alert::Alert;
+use crate::component::Parts;
 use crate::config::Config;
 use crate::event::InputError;
 use crate::link::Link;
 use crate::pipeline::Pipeline;
-use crate::sink::{JsonlSink, Sink, SinkError, SpoolSink};
+use crate::sink::{Sink, SinkError};
 use crate::source::file::FileError;
-use crate::source::{FileSource, LiveSource, OnError};
+use crate::source::{FileSource, OnError};
 use crate::telemetry::{InputStats, WorkerStats};
 
 pub struct ReplayOptions {
@@ -72,11 +73,13 @@ impl ReplayReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub enum RunError {
     #[error(transparent)]
     Input(#[from] FileError),
     #[error("alert sink failed: {0}")]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Build(#[from] crate::component::BuildError),
     /// Live mode: not one broker answered within the startup window.
     #[error("no broker reachable within {}: {}", humantime::format_duration(*.within), .tried.join("; "))]
     NoBrokerReachable {
@@ -91,7 +94,7 @@ pub fn replay(
     paths: &[PathBuf],
     sinks: Vec<Box<dyn Sink>>,
     opts: &ReplayOptions,
-) -> Result<ReplayReport, ReplayError> {
+) -> Result<ReplayReport, RunError> {
     let started = Instant::now();
     let shutdown = config.engine.shutdown_timeout;
     let (pipeline, alerts) = Pipeline::start_with_features(config, opts.features.clone());
@@ -190,7 +193,6 @@ pub struct LiveReport {
     pub input: InputStats,
     pub workers: WorkerStats,
     pub alert_updates: u64,
-    pub alerts: Vec<Alert>,
     pub elapsed: Duration,
     /// Alerts the sinks could not deliver by the shutdown deadline, per sink.
     pub undelivered: Vec<(String, Vec<Alert>)>,
@@ -200,140 +202,12 @@ pub struct LiveReport {
     pub sinks: Vec<String>,
 }
 
-/// The live parts a config names: a source per broker activity, a sink per alert destination.
-pub struct Components {
-    pub sources: Vec<Box<dyn LiveSource>>,
-    pub sinks: Vec<Box<dyn Sink>>,
-}
-
-/// Builds the sources and sinks of the `[rabbitmq]` and `[kafka]` sections (and stdout), and
-/// logs one line per broker saying what it watches and where its alerts go. The alert sinks
-/// start connecting at once.
-pub fn live_components(config: &Config) -> Result<Components, String> {
-    use crate::source::{kafka, rabbitmq};
-    let mut sources: Vec<Box<dyn LiveSource>> = Vec::new();
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if config.stdout {
-        sinks.push(Box::new(JsonlSink::stdout()));
-    }
-    if let Some(r) = &config.rabbitmq {
-        let redacted = crate::rabbitmq::redact(&r.uri);
-        let list = |v: &[String], all: &str| {
-            if v.is_empty() {
-                all.to_string()
-            } else {
-                v.join(", ")
-            }
-        };
-        tracing::info!(
-            "rabbitmq {redacted}: watching queues matching [{}] except [{}] in vhosts {} via {}; \
-             cluster label {}; alerts to exchange {}",
-            r.include.join(", "),
-            r.exclude.join(", "),
-            list(&r.vhosts, "all"),
-            if r.management_url.is_empty() {
-                "passive declares".to_string()
-            } else {
-                format!("the management API {}", r.management_url)
-            },
-            if r.cluster.is_empty() {
-                "from the management API (the cluster name)"
-            } else {
-                r.cluster.as_str()
-            },
-            if r.alerts_exchange.is_empty() {
-                "(none)"
-            } else {
-                r.alerts_exchange.as_str()
-            },
-        );
-        sources.push(Box::new(rabbitmq::QueuePoller::new(r)?));
-        if !r.metrics_queue.is_empty() {
-            tracing::info!(
-                "rabbitmq {redacted}: consuming metric events from queue {}",
-                r.metrics_queue
-            );
-            sources.push(Box::new(rabbitmq::MetricsConsumer::new(r)));
-        }
-        if r.probe.enabled {
-            tracing::info!(
-                "rabbitmq {redacted}: probing end-to-end latency through queue {}",
-                r.probe.queue
-            );
-            sources.push(Box::new(rabbitmq::Probe::new(r)));
-        }
-        if !r.alerts_exchange.is_empty() {
-            let link = Link::new(format!(
-                "rabbitmq alert exchange {} ({redacted})",
-                r.alerts_exchange
-            ));
-            let publisher = crate::sink::rabbitmq::RabbitPublisher::new(&r.uri, &r.alerts_exchange);
-            sinks.push(Box::new(SpoolSink::start(
-                "rabbitmq",
-                link,
-                publisher,
-                r.spool_capacity,
-            )));
-        }
-    }
-    if let Some(k) = &config.kafka {
-        tracing::info!(
-            properties = ?k.redacted_properties(),
-            "kafka {}: watching topics matching [{}] except [{}] and groups matching [{}] except [{}]; \
-             cluster label {}; alerts to topic {}",
-            k.bootstrap_servers,
-            k.include_topics.join(", "),
-            k.exclude_topics.join(", "),
-            k.include_groups.join(", "),
-            k.exclude_groups.join(", "),
-            k.cluster,
-            if k.alerts_topic.is_empty() { "(none)" } else { k.alerts_topic.as_str() },
-        );
-        sources.push(Box::new(kafka::LagPoller::new(k)?));
-        if !k.metrics_topics.is_empty() {
-            tracing::info!(
-                "kafka {}: consuming metric events from topics {}",
-                k.bootstrap_servers,
-                k.metrics_topics.join(", ")
-            );
-            sources.push(Box::new(kafka::MetricsConsumer::new(k)));
-        }
-        if k.probe.enabled {
-            tracing::info!(
-                "kafka {}: probing end-to-end latency through topic {}",
-                k.bootstrap_servers,
-                k.probe.topic
-            );
-            sources.push(Box::new(kafka::Probe::new(k)));
-        }
-        if !k.alerts_topic.is_empty() {
-            let link = Link::new(format!(
-                "kafka alert topic {} ({})",
-                k.alerts_topic, k.bootstrap_servers
-            ));
-            let publisher = crate::sink::kafka::KafkaPublisher::new(k);
-            sinks.push(Box::new(SpoolSink::start(
-                "kafka",
-                link,
-                publisher,
-                k.spool_capacity,
-            )));
-        }
-    }
-    Ok(Components { sources, sinks })
-}
-
-/// Runs live sources until `stop` is raised (or every one of them has failed for good), then
-/// drains. If no broker answered within `engine.startup_timeout`, the run stops and fails,
-/// naming every connection and its last error.
-pub fn live(
-    config: Arc<Config>,
-    sources: Vec<Box<dyn LiveSource>>,
-    sinks: Vec<Box<dyn Sink>>,
-    stop: Arc<AtomicBool>,
-    collect: bool,
-) -> Result<LiveReport, ReplayError> {
+/// Builds the components the config names and runs their sources until `stop` is raised (or
+/// every one of them has failed for good), then drains. If no broker answered within
+/// `engine.startup_timeout`, the run stops and fails, naming every connection and its last error.
+pub fn live(config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<LiveReport, RunError> {
     let started = Instant::now();
+    let Parts { sources, sinks } = crate::component::build_all(&config)?;
     let startup = config.engine.startup_timeout;
     let links: Vec<Arc<Link>> = sources
         .iter()
@@ -341,7 +215,7 @@ pub fn live(
         .chain(sinks.iter().filter_map(|s| s.link()))
         .collect();
     let (pipeline, alerts) = Pipeline::start(config.clone());
-    let delivery = deliver(alerts, sinks, collect, config.engine.shutdown_timeout);
+    let delivery = deliver(alerts, sinks, false, config.engine.shutdown_timeout);
     let threads: Vec<_> = sources
         .into_iter()
         .map(|src| {
@@ -373,7 +247,7 @@ pub fn live(
                 tracing::error!(sink = %sink, id = %a.id, "alert not delivered");
             }
         }
-        return Err(ReplayError::NoBrokerReachable {
+        return Err(RunError::NoBrokerReachable {
             within: startup,
             tried,
         });
@@ -382,7 +256,6 @@ pub fn live(
         input,
         workers,
         alert_updates: delivered.updates,
-        alerts: delivered.kept,
         elapsed: started.elapsed(),
         undelivered: delivered.undelivered,
         links,

@@ -22,7 +22,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::alert::{Alert, AlertState};
 use crate::config::Config;
 use crate::kafka::KafkaConfig;
-use crate::run::{live, live_components};
+use crate::run::live;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -341,11 +341,10 @@ pub fn start_engine(
     kafka: KafkaConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, String> {
-    config.kafka = Some(kafka);
+    config.kafka = vec![kafka];
     config.stdout = false;
-    let parts = live_components(&config)?;
     Ok(std::thread::spawn(move || {
-        if let Err(e) = live(Arc::new(config), parts.sources, parts.sinks, stop, false) {
+        if let Err(e) = live(Arc::new(config), stop) {
             tracing::error!(error = %e, "engine stopped");
         }
     }))

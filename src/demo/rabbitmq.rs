@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::alert::{Alert, AlertState};
 use crate::config::Config;
 use crate::rabbitmq::{connect, RabbitConfig};
-use crate::run::{live, live_components};
+use crate::run::live;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -225,11 +225,10 @@ pub fn start_engine(
     rabbit: RabbitConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    config.rabbitmq = Some(rabbit);
+    config.rabbitmq = vec![rabbit];
     config.stdout = false;
-    let parts = live_components(&config)?;
     Ok(std::thread::spawn(move || {
-        if let Err(e) = live(Arc::new(config), parts.sources, parts.sinks, stop, false) {
+        if let Err(e) = live(Arc::new(config), stop) {
             tracing::error!(error = %e, "engine stopped");
         }
     }))
