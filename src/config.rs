@@ -40,9 +40,6 @@ pub struct Config {
     pub kafka: Vec<crate::kafka::KafkaConfig>,
     /// Alerts on stdout (JSONL) in live mode.
     pub stdout: bool,
-    /// Learned baselines to score with (loaded from `models/`, not part of the TOML).
-    #[serde(skip)]
-    pub models: Option<std::sync::Arc<crate::learn::ModelSet>>,
 }
 
 impl Default for Config {
@@ -54,7 +51,6 @@ impl Default for Config {
             rabbitmq: Vec::new(),
             kafka: Vec::new(),
             stdout: true,
-            models: None,
         }
     }
 }

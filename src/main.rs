@@ -14,6 +14,7 @@ use mqwatch::dataset::eval::{evaluate, EvalReport};
 use mqwatch::dataset::gen::{generate, GenOptions, DEFAULT_START_MS};
 use mqwatch::dataset::labels::LabelFile;
 use mqwatch::learn::ModelSet;
+use mqwatch::pipeline::Learned;
 use mqwatch::redact::Redactor;
 use mqwatch::run::{replay, ReplayOptions, ReplayReport};
 use mqwatch::sink::{JsonlSink, Sink};
@@ -226,12 +227,8 @@ fn main() -> ExitCode {
 impl Env {
     /// Loads a config (or the defaults), first taking note of every secret in its text, so that
     /// none reaches the log even when the file does not parse.
-    fn config(
-        &self,
-        path: Option<&Path>,
-        models: Option<Arc<ModelSet>>,
-    ) -> anyhow::Result<Arc<Config>> {
-        let mut config = match path {
+    fn config(&self, path: Option<&Path>) -> anyhow::Result<Arc<Config>> {
+        let config = match path {
             None => Config::default(),
             Some(p) => {
                 if let Ok(text) = std::fs::read_to_string(p) {
@@ -240,7 +237,6 @@ impl Env {
                 Config::load(p).map_err(|e| UsageError(e.to_string()))?
             }
         };
-        config.models = models;
         Ok(Arc::new(config))
     }
 }
@@ -263,7 +259,8 @@ fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
             out,
             quiet,
         } => {
-            let config = env.config(config.as_deref(), models.load()?)?;
+            let models = models.load()?;
+            let config = env.config(config.as_deref())?;
             check_files(&files)?;
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
             if !quiet {
@@ -280,6 +277,10 @@ fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
             let opts = ReplayOptions {
                 on_error,
                 progress: true,
+                learned: Learned {
+                    models,
+                    features: None,
+                },
                 stop: Some(env.stop.clone()),
                 ..Default::default()
             };
@@ -295,7 +296,8 @@ fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
             alerts_out,
             report: report_dir,
         } => {
-            let config = env.config(config.as_deref(), models.load()?)?;
+            let models = models.load()?;
+            let config = env.config(config.as_deref())?;
             check_files(&events)?;
             let labels = LabelFile::load(&labels).map_err(|e| UsageError(e.to_string()))?;
             // The report plots every entity's intervals: the workers send them as they judge.
@@ -303,12 +305,16 @@ fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
                 .is_some()
                 .then(crossbeam_channel::unbounded)
                 .unzip();
+            let learned = Learned {
+                models: models.clone(),
+                features,
+            };
             let (report, run) = eval(
                 config.clone(),
                 &events,
                 &labels,
                 alerts_out.as_deref(),
-                features,
+                learned,
                 Some(env.stop.clone()),
             )?;
             if let (Some(dir), Some(rows)) = (report_dir, rows) {
@@ -320,7 +326,7 @@ fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
                     &report,
                     &run.alerts,
                     &rows,
-                    config.models.as_deref(),
+                    models.as_deref(),
                 )
                 .with_context(|| format!("cannot write the report to {}", dir.display()))?;
                 eprintln!("report: {}", path.display());
@@ -343,7 +349,7 @@ fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
             if !(0.5..1.0).contains(&threshold_quantile) {
                 return Err(UsageError("--threshold-quantile must be in [0.5, 1)".into()).into());
             }
-            let config = env.config(config.as_deref(), None)?;
+            let config = env.config(config.as_deref())?;
             check_files(&events)?;
             let label_file = labels
                 .as_deref()
@@ -409,7 +415,7 @@ fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
 }
 
 fn nab(env: &Env, corpus: &Path, config: Option<&Path>) -> anyhow::Result<()> {
-    let config = env.config(config, None)?;
+    let config = env.config(config)?;
     if !corpus.join("labels/combined_windows.json").is_file() {
         return Err(UsageError(format!(
             "{}: not a NAB corpus (no labels/combined_windows.json)",
@@ -457,7 +463,7 @@ fn run_live(
     duration: Option<std::time::Duration>,
     models: Option<Arc<ModelSet>>,
 ) -> anyhow::Result<()> {
-    let config = env.config(Some(config_path), models)?;
+    let config = env.config(Some(config_path))?;
     if config.rabbitmq.is_empty() && config.kafka.is_empty() {
         return Err(UsageError(format!(
             "{}: no live source configured (add a [rabbitmq] or [kafka] section)",
@@ -472,7 +478,7 @@ fn run_live(
             timer.store(true, Ordering::Relaxed);
         });
     }
-    let report = mqwatch::run::live(config, env.stop.clone())?;
+    let report = mqwatch::run::live(config, models, env.stop.clone())?;
     for s in &report.sinks {
         eprintln!("{s}");
     }
@@ -545,7 +551,7 @@ fn eval(
     events: &[PathBuf],
     labels: &LabelFile,
     alerts_out: Option<&Path>,
-    features: Option<crossbeam_channel::Sender<mqwatch::learn::FeatureRow>>,
+    learned: Learned,
     stop: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<(EvalReport, ReplayReport)> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -555,7 +561,7 @@ fn eval(
     let opts = ReplayOptions {
         collect: true,
         progress: true,
-        features,
+        learned,
         stop,
         ..Default::default()
     };
@@ -606,12 +612,16 @@ fn demo(env: &Env, seed: u64, hours: f64, models: Option<Arc<ModelSet>>) -> anyh
     let (events, _, summary) = write_scenario(&opts, &dir, false)?;
     let labels = LabelFile::load(&dir.join("labels.json"))?;
     eprintln!("replaying {} events through the engine\n", summary.events);
+    let learned = Learned {
+        models,
+        features: None,
+    };
     let (report, run) = eval(
-        env.config(None, models)?,
+        env.config(None)?,
         &[events],
         &labels,
         None,
-        None,
+        learned,
         Some(env.stop.clone()),
     )?;
     for a in &run.alerts {

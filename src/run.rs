@@ -17,8 +17,9 @@ use crate::alert::Alert;
 use crate::component::Parts;
 use crate::config::Config;
 use crate::event::InputError;
+use crate::learn::ModelSet;
 use crate::link::Link;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Learned, Pipeline};
 use crate::sink::{Sink, SinkError};
 use crate::source::file::FileError;
 use crate::source::{FileSource, OnError};
@@ -32,8 +33,9 @@ pub struct ReplayOptions {
     pub collect: bool,
     /// Refused inputs reported one by one before only counting them.
     pub errors_shown: usize,
-    /// Where every entity's interval features go, for training and reports.
-    pub features: Option<crossbeam_channel::Sender<crate::learn::FeatureRow>>,
+    /// Learned models to score with, and where every entity's interval features go (training,
+    /// reports).
+    pub learned: Learned,
     /// Raised to stop reading early (Ctrl-C); what was read is still judged and reported.
     pub stop: Option<Arc<AtomicBool>>,
 }
@@ -45,7 +47,7 @@ impl Default for ReplayOptions {
             progress: false,
             collect: false,
             errors_shown: 20,
-            features: None,
+            learned: Learned::default(),
             stop: None,
         }
     }
@@ -97,7 +99,7 @@ pub fn replay(
 ) -> Result<ReplayReport, RunError> {
     let started = Instant::now();
     let shutdown = config.engine.shutdown_timeout;
-    let (pipeline, alerts) = Pipeline::start_with_features(config, opts.features.clone());
+    let (pipeline, alerts) = Pipeline::start_with(config, opts.learned.clone());
     let delivery = deliver(alerts, sinks, opts.collect, shutdown);
     let bar = progress_bar(paths, opts.progress);
     let mut errors = Vec::new();
@@ -205,7 +207,11 @@ pub struct LiveReport {
 /// Builds the components the config names and runs their sources until `stop` is raised (or
 /// every one of them has failed for good), then drains. If no broker answered within
 /// `engine.startup_timeout`, the run stops and fails, naming every connection and its last error.
-pub fn live(config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<LiveReport, RunError> {
+pub fn live(
+    config: Arc<Config>,
+    models: Option<Arc<ModelSet>>,
+    stop: Arc<AtomicBool>,
+) -> Result<LiveReport, RunError> {
     let started = Instant::now();
     let Parts { sources, sinks } = crate::component::build_all(&config)?;
     let startup = config.engine.startup_timeout;
@@ -214,7 +220,11 @@ pub fn live(config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<LiveReport, Ru
         .map(|s| s.link())
         .chain(sinks.iter().filter_map(|s| s.link()))
         .collect();
-    let (pipeline, alerts) = Pipeline::start(config.clone());
+    let learned = Learned {
+        models,
+        features: None,
+    };
+    let (pipeline, alerts) = Pipeline::start_with(config.clone(), learned);
     let delivery = deliver(alerts, sinks, false, config.engine.shutdown_timeout);
     let threads: Vec<_> = sources
         .into_iter()

@@ -74,13 +74,13 @@ fn known_series_flow_through_parse_route_and_apply_without_allocating() {
 fn judging_intervals_with_a_learned_model_allocates_nothing_while_all_is_well() {
     let _turn = TURN.lock().unwrap();
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let config = Config {
+    let learned = mqwatch::pipeline::Learned {
         models: Some(Arc::new(
             mqwatch::learn::ModelSet::load_dir(&models).unwrap(),
         )),
-        ..Config::default()
+        features: None,
     };
-    let (pipeline, alerts) = Pipeline::start(Arc::new(config));
+    let (pipeline, alerts) = Pipeline::start_with(Arc::new(Config::default()), learned);
     let drain = std::thread::spawn(move || alerts.into_iter().count());
     let mut ingest = pipeline.ingest();
     // A healthy group (4 partitions), a queue and a latency series, one sample each per 10 s.

@@ -151,15 +151,17 @@ fn the_shipped_model_lowers_false_alerts_without_losing_recall() {
     }
     // The statistical detectors at their most sensitive, as one would run them with a model.
     let sensitive = Config::load(&root.join("sensitive-detectors.toml")).unwrap();
-    let mut learned = sensitive.clone();
-    learned.models = Some(models);
 
     let (mut false_stat, mut false_learned, mut explained) = (0, 0, 0);
     for (name, seed) in [("payments", 501), ("quiet", 502)] {
         let (events, labels) = common::scenario(dir.path(), name, 8.0, seed);
         let span = (labels.start.unwrap(), labels.end.unwrap());
         let stat = common::replay_collect(sensitive.clone(), std::slice::from_ref(&events));
-        let both = common::replay_collect(learned.clone(), std::slice::from_ref(&events));
+        let both = common::replay_with_models(
+            sensitive.clone(),
+            Some(models.clone()),
+            std::slice::from_ref(&events),
+        );
         let (s, l) = (
             evaluate(&labels, &stat.alerts, span),
             evaluate(&labels, &both.alerts, span),

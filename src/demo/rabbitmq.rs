@@ -228,7 +228,7 @@ pub fn start_engine(
     config.rabbitmq = vec![rabbit];
     config.stdout = false;
     Ok(std::thread::spawn(move || {
-        if let Err(e) = live(Arc::new(config), stop) {
+        if let Err(e) = live(Arc::new(config), None, stop) {
             tracing::error!(error = %e, "engine stopped");
         }
     }))

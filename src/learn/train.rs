@@ -59,14 +59,15 @@ pub fn collect_rows(
     config: &Config,
     events: &[PathBuf],
 ) -> anyhow::Result<(Vec<FeatureRow>, (i64, i64))> {
-    let mut config = config.clone();
-    config.models = None;
     let (tx, rx) = crossbeam_channel::unbounded();
     let opts = ReplayOptions {
-        features: Some(tx),
+        learned: crate::pipeline::Learned {
+            models: None,
+            features: Some(tx),
+        },
         ..Default::default()
     };
-    let report = replay(Arc::new(config), events, Vec::new(), &opts)?;
+    let report = replay(Arc::new(config.clone()), events, Vec::new(), &opts)?;
     let mut rows: Vec<FeatureRow> = rx.try_iter().collect();
     // Workers interleave freely; a fixed order makes training reproducible.
     rows.sort_by(|a, b| (a.ts, &a.entity.display).cmp(&(b.ts, &b.entity.display)));

@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap;
 use crate::alert::Alert;
 use crate::config::{Backpressure, Config};
 use crate::event::{ErrorReason, Family, RawEvent, SeriesKey};
-use crate::learn::FeatureRow;
+use crate::learn::{FeatureRow, ModelSet};
 use crate::telemetry::{InputStats, WorkerStats};
 
 pub use worker::Worker;
@@ -54,6 +54,13 @@ pub(crate) struct Batch {
     watermark: i64,
 }
 
+/// What the workers learn with: the models that score intervals, and where interval features go.
+#[derive(Debug, Clone, Default)]
+pub struct Learned {
+    pub models: Option<Arc<ModelSet>>,
+    pub features: Option<Sender<FeatureRow>>,
+}
+
 /// A running pipeline: hand out [`Ingest`] handles, then [`Pipeline::finish`] to drain it.
 pub struct Pipeline {
     config: Arc<Config>,
@@ -63,17 +70,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the workers; alerts come out of the returned receiver until the pipeline finishes.
+    /// Starts the workers with the statistical detectors alone; alerts come out of the returned
+    /// receiver until the pipeline finishes.
     pub fn start(config: Arc<Config>) -> (Pipeline, Receiver<Alert>) {
-        Pipeline::start_with_features(config, None)
+        Pipeline::start_with(config, Learned::default())
     }
 
-    /// As [`start`](Pipeline::start), and every entity's interval features also go to `features`
-    /// (for training and reports).
-    pub fn start_with_features(
-        config: Arc<Config>,
-        features: Option<Sender<FeatureRow>>,
-    ) -> (Pipeline, Receiver<Alert>) {
+    /// As [`start`](Pipeline::start), with learned baselines: the models score every entity of
+    /// their class, and every entity's interval features also go to `features` (for training and
+    /// reports).
+    pub fn start_with(config: Arc<Config>, learned: Learned) -> (Pipeline, Receiver<Alert>) {
         let n = config.engine.worker_count();
         let (alert_tx, alert_rx) = bounded(4096);
         let recycle = bounded(n * config.engine.queue_batches + 2 * n);
@@ -82,7 +88,7 @@ impl Pipeline {
         for i in 0..n {
             let (tx, rx) = bounded::<Batch>(config.engine.queue_batches);
             senders.push(tx);
-            let w = Worker::new(config.clone(), alert_tx.clone(), features.clone());
+            let w = Worker::new(config.clone(), alert_tx.clone(), learned.clone());
             let back = recycle.0.clone();
             workers.push(
                 std::thread::Builder::new()

@@ -12,11 +12,11 @@ use rustc_hash::FxHashMap;
 use super::entity::{
     GenericSeries, KafkaGroup, KafkaTopic, LatencySeries, QueueField, RabbitQueue,
 };
-use super::{Batch, Msg, SeriesInfo};
+use super::{Batch, Learned, Msg, SeriesInfo};
 use crate::alert::{Alert, Entity};
 use crate::config::{Config, DetectorConfig};
 use crate::event::{Family, SeriesKey};
-use crate::learn::{EntityClass, FeatureRow, LearnedTrack};
+use crate::learn::{EntityClass, LearnedTrack};
 use crate::telemetry::WorkerStats;
 
 /// A gap longer than this many intervals is skipped rather than closed interval by interval.
@@ -51,16 +51,12 @@ pub struct Worker {
     open_slot: Option<i64>,
     max_ts: i64,
     alerts: Sender<Alert>,
-    features: Option<Sender<FeatureRow>>,
+    learned: Learned,
     stats: WorkerStats,
 }
 
 impl Worker {
-    pub fn new(
-        config: Arc<Config>,
-        alerts: Sender<Alert>,
-        features: Option<Sender<FeatureRow>>,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, alerts: Sender<Alert>, learned: Learned) -> Self {
         Worker {
             interval: config.engine.interval_ms(),
             lateness: config.engine.lateness_ms(),
@@ -77,7 +73,7 @@ impl Worker {
             open_slot: None,
             max_ts: i64::MIN,
             alerts,
-            features,
+            learned,
             stats: WorkerStats::default(),
         }
     }
@@ -263,13 +259,13 @@ impl Worker {
 
     fn learned(&self, class: EntityClass, cfg: &DetectorConfig) -> LearnedTrack {
         let model = self
-            .config
+            .learned
             .models
             .as_ref()
             .and_then(|m| m.get(class))
             .cloned();
         let confirm_ms = cfg.learned.confirm_window.as_millis() as i64;
-        LearnedTrack::new(model, self.features.clone(), confirm_ms)
+        LearnedTrack::new(model, self.learned.features.clone(), confirm_ms)
     }
 
     fn detectors_for(&self, labels: &[(Box<str>, Box<str>)]) -> DetectorConfig {

@@ -25,8 +25,21 @@ pub fn scenario(dir: &Path, name: &str, hours: f64, seed: u64) -> (PathBuf, Labe
 }
 
 pub fn replay_collect(config: Config, paths: &[PathBuf]) -> ReplayReport {
+    replay_with_models(config, None, paths)
+}
+
+/// As [`replay_collect`], scoring with learned models.
+pub fn replay_with_models(
+    config: Config,
+    models: Option<Arc<mqwatch::learn::ModelSet>>,
+    paths: &[PathBuf],
+) -> ReplayReport {
     let opts = ReplayOptions {
         collect: true,
+        learned: mqwatch::pipeline::Learned {
+            models,
+            features: None,
+        },
         ..Default::default()
     };
     replay(Arc::new(config), paths, Vec::new(), &opts).unwrap()
