@@ -364,9 +364,9 @@ fn run(cli: Cli, env: &Env) -> anyhow::Result<()> {
                 threshold_quantile,
                 ..Default::default()
             };
-            let (rows, span) = mqwatch::learn::collect_rows(&config, &events)?;
+            let (rows, span) = mqwatch::dataset::train::collect_rows(&config, &events)?;
             let with_labels = label_file.as_ref().zip(labels.as_deref());
-            let model = mqwatch::learn::train(&rows, span, with_labels, &events, &opts)?;
+            let model = mqwatch::dataset::train::train(&rows, span, with_labels, &events, &opts)?;
             model.save(&out)?;
             print!("{}", model_summary(&model));
             eprintln!("wrote {}", out.display());

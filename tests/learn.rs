@@ -10,9 +10,9 @@ use std::sync::Arc;
 use mqwatch::config::Config;
 use mqwatch::dataset::eval::{evaluate, GRACE_MS};
 use mqwatch::dataset::labels::{same_entity, LabelFile};
+use mqwatch::dataset::train::{collect_rows, train, training_rows};
 use mqwatch::learn::{
-    collect_rows, train, training_rows, EntityClass, FeatureRow, ModelError, ModelFile, ModelSet,
-    TrainOptions, FORMAT_VERSION,
+    EntityClass, FeatureRow, ModelError, ModelFile, ModelSet, TrainOptions, FORMAT_VERSION,
 };
 
 fn in_incident(r: &FeatureRow, labels: &LabelFile) -> bool {

@@ -1,8 +1,9 @@
 //! Offline tools for data scientists: labelled incidents, the scenario generator, scoring, NAB,
-//! and the HTML evaluation report.
+//! the HTML evaluation report, and training learned baselines from history.
 
 pub mod eval;
 pub mod gen;
 pub mod labels;
 pub mod nab;
 pub mod report;
+pub mod train;

@@ -10,18 +10,18 @@
 //! evaluation) and are never held back.
 
 mod features;
+mod fit;
 mod model;
-mod train;
 
 pub use features::{
     hour_of_day, EntityClass, FeatureRow, FeatureState, Raw, Vector, LEVEL_INTERVALS, MAX_FEATURES,
     WARMUP_INTERVALS,
 };
+pub use fit::{fit, FitError, TrainOptions};
 pub use model::{
     Candidate, ClassEvaluation, ClassModel, Mixture, ModelError, ModelFile, ModelSet, Scored,
     TrainingFile, TrainingSummary, FORMAT_VERSION,
 };
-pub use train::{collect_rows, train, training_rows, TrainOptions, TrainingSet};
 
 use std::sync::Arc;
 

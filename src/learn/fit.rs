@@ -1,14 +1,13 @@
-//! Training: replay history through the engine, keep every entity's interval features, leave out
-//! the labelled incidents, and fit one model per class.
+//! Fitting: one model per entity class from normal intervals' feature rows. Pure: rows in,
+//! models out; where the rows come from (a replay of history, labels left out) is the offline
+//! tool's business (`dataset::train`).
 //!
 //! The mixture size is chosen by measurement: each candidate is fitted (linfa's Gaussian mixture)
 //! on the first 80% of the span and judged by its mean negative log-likelihood on the last 20%;
 //! the threshold is a high quantile of that held-out score, so it says how often a normal
 //! interval will be called abnormal.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use linfa::traits::Fit;
 use linfa::DatasetBase;
@@ -16,18 +15,9 @@ use linfa_clustering::{GaussianMixtureModel, GmmInitMethod};
 use ndarray::Array2;
 use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
-use sha2::{Digest, Sha256};
 
 use super::features::{hour_of_day, EntityClass, FeatureRow, LEVEL_INTERVALS};
-use super::model::{
-    Candidate, ClassEvaluation, ClassModel, Mixture, ModelFile, TrainingFile, TrainingSummary,
-    FORMAT_VERSION,
-};
-use crate::alert::Entity;
-use crate::config::Config;
-use crate::dataset::eval::GRACE_MS;
-use crate::dataset::labels::{same_entity, LabelFile};
-use crate::run::{replay, ReplayOptions};
+use super::model::{Candidate, ClassEvaluation, ClassModel, Mixture};
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -53,78 +43,29 @@ impl Default for TrainOptions {
     }
 }
 
-/// Replays event files through the engine (no models loaded) and returns every entity's
-/// per-interval feature rows, in event-time order, with the data's span.
-pub fn collect_rows(
-    config: &Config,
-    events: &[PathBuf],
-) -> anyhow::Result<(Vec<FeatureRow>, (i64, i64))> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let opts = ReplayOptions {
-        learned: crate::pipeline::Learned {
-            models: None,
-            features: Some(tx),
-        },
-        ..Default::default()
-    };
-    let report = replay(Arc::new(config.clone()), events, Vec::new(), &opts)?;
-    let mut rows: Vec<FeatureRow> = rx.try_iter().collect();
-    // Workers interleave freely; a fixed order makes training reproducible.
-    rows.sort_by(|a, b| (a.ts, &a.entity.display).cmp(&(b.ts, &b.entity.display)));
-    let span = report.input.span.unwrap_or((0, 0));
-    Ok((rows, span))
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    #[error("no entity class had enough intervals to learn from")]
+    NothingToLearn,
+    #[error("{0}: no mixture could be fitted")]
+    NoMixture(&'static str),
 }
 
-/// Rows split by class into those fit for training and those inside labelled incidents.
-#[derive(Debug, Default)]
-pub struct TrainingSet<'a> {
-    pub normal: BTreeMap<EntityClass, Vec<&'a FeatureRow>>,
-    pub incident: BTreeMap<EntityClass, Vec<&'a FeatureRow>>,
-}
-
-/// Leaves out every interval of an entity inside one of its labelled incidents (from the start to
-/// the end plus the scoring grace, when its aftermath still shows).
-pub fn training_rows<'a>(rows: &'a [FeatureRow], labels: Option<&LabelFile>) -> TrainingSet<'a> {
-    let mut set = TrainingSet::default();
-    let mut windows: HashMap<*const Entity, Vec<(i64, i64)>> = HashMap::new();
-    for r in rows {
-        let w = windows.entry(Arc::as_ptr(&r.entity)).or_insert_with(|| {
-            let labels_of = r.entity.label_map();
-            labels
-                .map(|l| {
-                    l.incidents
-                        .iter()
-                        .filter(|i| same_entity(&i.labels, &labels_of))
-                        .map(|i| (i.start, i.end + GRACE_MS))
-                        .collect()
-                })
-                .unwrap_or_default()
-        });
-        let inside = w.iter().any(|&(a, b)| (a..=b).contains(&r.ts));
-        let side = if inside {
-            &mut set.incident
-        } else {
-            &mut set.normal
-        };
-        side.entry(r.class).or_default().push(r);
-    }
-    set
-}
-
-/// Fits a model file from feature rows. `files` and `labels` are recorded in its summary.
-pub fn train(
-    rows: &[FeatureRow],
+/// Fits one model per class from its normal intervals (`normal`), judging each against the
+/// class's incident intervals (`incident`) for the record. The last fifth of `span` is held out
+/// to choose the mixture size and set the threshold. A class with too few intervals is skipped
+/// (and said so); none left is an error.
+pub fn fit(
+    normal: &BTreeMap<EntityClass, Vec<&FeatureRow>>,
+    incident: &BTreeMap<EntityClass, Vec<&FeatureRow>>,
     span: (i64, i64),
-    labels: Option<(&LabelFile, &Path)>,
-    files: &[PathBuf],
     opts: &TrainOptions,
-) -> anyhow::Result<ModelFile> {
-    let set = training_rows(rows, labels.map(|l| l.0));
+) -> Result<BTreeMap<EntityClass, ClassModel>, FitError> {
     let holdout_from = span.0 + (span.1 - span.0) * 4 / 5;
     let mut classes = BTreeMap::new();
-    for (&class, normal) in &set.normal {
+    for (&class, rows) in normal {
         let (fit, holdout): (Vec<&FeatureRow>, Vec<&FeatureRow>) =
-            normal.iter().partition(|r| r.ts < holdout_from);
+            rows.iter().partition(|r| r.ts < holdout_from);
         if fit.len() < 200 || holdout.len() < 50 {
             tracing::warn!(
                 class = class.as_str(),
@@ -134,28 +75,13 @@ pub fn train(
             );
             continue;
         }
-        let incident = set.incident.get(&class).map_or(&[][..], Vec::as_slice);
+        let incident = incident.get(&class).map_or(&[][..], Vec::as_slice);
         classes.insert(class, fit_class(class, &fit, &holdout, incident, opts)?);
     }
     if classes.is_empty() {
-        anyhow::bail!("no entity class had enough intervals to learn from");
+        return Err(FitError::NothingToLearn);
     }
-    Ok(ModelFile {
-        format_version: FORMAT_VERSION,
-        name: opts.name.clone(),
-        trained_by: format!("mqwatch {}", env!("CARGO_PKG_VERSION")),
-        training: TrainingSummary {
-            files: files
-                .iter()
-                .map(|p| fingerprint(p))
-                .collect::<anyhow::Result<_>>()?,
-            labels: labels.map(|(_, p)| fingerprint(p)).transpose()?,
-            from: span.0,
-            to: span.1,
-            excluded_intervals: set.incident.iter().map(|(c, v)| (*c, v.len())).collect(),
-        },
-        classes,
-    })
+    Ok(classes)
 }
 
 fn fit_class(
@@ -164,7 +90,7 @@ fn fit_class(
     holdout: &[&FeatureRow],
     incident: &[&FeatureRow],
     opts: &TrainOptions,
-) -> anyhow::Result<ClassModel> {
+) -> Result<ClassModel, FitError> {
     let d = class.dims();
     let seasonal = seasonal_profile(fit, d);
     let step = fit.len().div_ceil(opts.max_rows).max(1);
@@ -262,8 +188,7 @@ fn fit_class(
             best = Some((model, holdout_nll, scores));
         }
     }
-    let (mut model, _, mut scores) =
-        best.ok_or_else(|| anyhow::anyhow!("{}: no mixture could be fitted", class.as_str()))?;
+    let (mut model, _, mut scores) = best.ok_or(FitError::NoMixture(class.as_str()))?;
     scores.sort_by(f64::total_cmp);
     let at = ((scores.len() - 1) as f64 * opts.threshold_quantile).round() as usize;
     model.threshold = scores[at];
@@ -333,16 +258,4 @@ fn seasonal_profile(rows: &[&FeatureRow], d: usize) -> Vec<Vec<f64>> {
             (0..d).map(|i| sum[h][i] / count[h] as f64).collect()
         })
         .collect()
-}
-
-fn fingerprint(path: &Path) -> anyhow::Result<TrainingFile> {
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut f, &mut hasher)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    Ok(TrainingFile {
-        path: path.display().to_string(),
-        sha256: format!("{:x}", hasher.finalize()),
-    })
 }
