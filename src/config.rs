@@ -331,6 +331,24 @@ pub struct Override {
     pub settings: toml::Table,
 }
 
+/// Why a config cannot be used: one line naming the line, the key and the nearest valid name,
+/// never quoting the config's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(s: String) -> Invalid {
+        Invalid(s)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(s: &str) -> Invalid {
+        Invalid(s.into())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -338,8 +356,8 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("config {path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("config {path}: {source}")]
+    Invalid { path: String, source: Invalid },
 }
 
 impl Config {
@@ -349,12 +367,12 @@ impl Config {
             path: p.clone(),
             source,
         })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid { path: p, message })
+        Config::parse(&text).map_err(|source| ConfigError::Invalid { path: p, source })
     }
 
     /// Parses and validates a config. Errors are one line that names the line, the key and the
     /// nearest valid name, and never echo the config's text (a line may carry a password).
-    pub fn parse(text: &str) -> Result<Config, String> {
+    pub fn parse(text: &str) -> Result<Config, Invalid> {
         const SECTIONS: [&str; 11] = [
             "engine", "latency", "backlog", "stall", "level", "learned", "alerts", "override",
             "rabbitmq", "kafka", "stdout",
@@ -365,17 +383,17 @@ impl Config {
             let at = line_of_key(text, k).map_or(String::new(), |n| format!("line {n}: "));
             let hint = crate::redact::nearest(k, SECTIONS)
                 .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
-            return Err(format!(
+            return Err(Invalid(format!(
                 "{at}unknown section `{k}`{hint}; expected one of {}",
                 SECTIONS.join(", ")
-            ));
+            )));
         }
         let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         let e = &self.engine;
         if e.interval_ms() < 100 {
             return Err("engine.interval must be at least 100ms".into());
@@ -426,7 +444,7 @@ impl Config {
 /// A TOML error as one line: where, what, and for an unknown key the nearest valid one. TOML's
 /// own rendering quotes the offending line, which may carry a secret, so only its message is
 /// kept, and a value it echoes (`invalid type: string "..."`) is left out.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> Invalid {
     let message = e.message().trim().replace('\n', " ");
     let unknown = message
         .strip_prefix("unknown field `")
@@ -452,13 +470,13 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
                 Some(n) => format!(" (did you mean `{n}`?)"),
                 None => format!("; valid keys: {}", expected.join(", ")),
             };
-            format!("{at}unknown key `{key}`{within}{hint}")
+            Invalid(format!("{at}unknown key `{key}`{within}{hint}"))
         }
         None => {
             let echoed =
                 regex::Regex::new(r#"(invalid (?:type|value): [a-z ]+?) (?:`[^`]*`|"[^"]*")"#)
                     .expect("valid pattern");
-            format!("{at}{}", echoed.replace_all(&message, "$1"))
+            Invalid(format!("{at}{}", echoed.replace_all(&message, "$1")))
         }
     }
 }
@@ -487,19 +505,20 @@ fn section_at(text: &str, line: usize) -> Option<&str> {
 }
 
 impl DetectorConfig {
-    fn merged(&self, patch: &toml::Table) -> Result<DetectorConfig, String> {
-        let mut base = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+    fn merged(&self, patch: &toml::Table) -> Result<DetectorConfig, Invalid> {
+        let mut base = toml::Table::try_from(self).map_err(|e| Invalid(e.to_string()))?;
         for (section, values) in patch {
             let (Some(toml::Value::Table(target)), toml::Value::Table(values)) =
                 (base.get_mut(section), values)
             else {
-                return Err(format!("unknown or malformed section `{section}`"));
+                return Err(Invalid(format!("unknown or malformed section `{section}`")));
             };
             for (k, v) in values {
                 target.insert(k.clone(), v.clone());
             }
         }
-        base.try_into().map_err(|e: toml::de::Error| e.to_string())
+        base.try_into()
+            .map_err(|e: toml::de::Error| Invalid(e.message().to_string()))
     }
 }
 
@@ -577,7 +596,9 @@ mod tests {
         let clusters: Vec<&str> = c.kafka.iter().map(|k| k.cluster.as_str()).collect();
         assert_eq!(clusters, ["pay", "risk"]);
         assert_eq!(c.rabbitmq.len(), 1);
-        let e = Config::parse("[[kafka]]\ncluster = \"a\"\n[[kafka]]\nclustr = \"b\"").unwrap_err();
+        let e = Config::parse("[[kafka]]\ncluster = \"a\"\n[[kafka]]\nclustr = \"b\"")
+            .unwrap_err()
+            .0;
         assert_eq!(
             e,
             "line 4: unknown key `clustr` in [[kafka]] (did you mean `cluster`?)"
@@ -588,28 +609,33 @@ mod tests {
     fn rejects_unknown_settings_and_bad_overrides() {
         assert!(Config::parse("[engine]\nintervall = \"5s\"")
             .unwrap_err()
+            .0
             .contains("intervall"));
         let e = Config::parse("[[override]]\nmatch = {topic = \"t\"}\nlatency = { z = 1 }")
-            .unwrap_err();
+            .unwrap_err()
+            .0;
         assert!(e.contains("override #1"), "{e}");
         assert!(Config::parse("[engine]\nlateness = \"20s\"").is_err());
         assert!(Config::parse("[latncy]\nz_threshold = 3.0")
             .unwrap_err()
+            .0
             .contains("latncy"));
     }
 
     #[test]
     fn errors_are_one_line_with_the_line_the_key_and_the_nearest_name() {
         assert_eq!(
-            Config::parse("[engine]\nworkers = 2\nintervall = \"5s\"").unwrap_err(),
+            Config::parse("[engine]\nworkers = 2\nintervall = \"5s\"")
+                .unwrap_err()
+                .0,
             "line 3: unknown key `intervall` in [engine] (did you mean `interval`?)"
         );
         assert_eq!(
-            Config::parse("stdout = true\n[stal]\nstall_after = \"1m\"").unwrap_err(),
+            Config::parse("stdout = true\n[stal]\nstall_after = \"1m\"").unwrap_err().0,
             "line 2: unknown section `stal` (did you mean `stall`?); expected one of \
              engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, stdout"
         );
-        let e = Config::parse("[latency]\nz_treshold = 3.0").unwrap_err();
+        let e = Config::parse("[latency]\nz_treshold = 3.0").unwrap_err().0;
         assert!(e.starts_with("line 2: unknown key `z_treshold`"), "{e}");
         assert!(e.contains("did you mean `z_threshold`"), "{e}");
         for bad in [
@@ -617,7 +643,7 @@ mod tests {
             "[rabbitmq]\nmanagement_password = 12345678",
             "[rabbitmq]\nmanagement_password = [\"pw-in-line\"]",
         ] {
-            let e = Config::parse(bad).unwrap_err();
+            let e = Config::parse(bad).unwrap_err().0;
             assert!(!e.contains("pw-in-line") && !e.contains("12345678"), "{e}");
             assert!(!e.contains('\n') && e.starts_with("line 2: "), "{e}");
         }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Invalid;
+use crate::link::BrokerError;
 use crate::redact::{is_secret_property, nearest_property};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,7 +131,7 @@ impl KafkaConfig {
             .collect()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.bootstrap_servers.is_empty() {
             return Err("kafka.bootstrap_servers is empty".into());
         }
@@ -147,7 +149,7 @@ impl KafkaConfig {
 
     /// Asks librdkafka whether it knows every pass-through property, without connecting. The
     /// error names the property and the nearest known one, never its value.
-    fn validate_properties(&self) -> Result<(), String> {
+    fn validate_properties(&self) -> Result<(), Invalid> {
         for (k, v) in &self.properties {
             let mut c = ClientConfig::new();
             c.set(k, v);
@@ -159,7 +161,7 @@ impl KafkaConfig {
                         ..
                     )
                 );
-                return Err(if unknown {
+                return Err(Invalid(if unknown {
                     let hint = nearest_property(k)
                         .map_or(String::new(), |n| format!(" (did you mean `{n}`?)"));
                     format!("kafka.properties: unknown librdkafka property `{k}`{hint}")
@@ -167,26 +169,30 @@ impl KafkaConfig {
                     format!("kafka.properties: invalid value for `{k}`")
                 } else {
                     format!("kafka.properties: invalid value {v:?} for `{k}`")
-                });
+                }));
             }
         }
         Ok(())
     }
 }
 
-/// An error from librdkafka, with any secret that a client echoed replaced.
-pub fn redact_error(e: impl std::fmt::Display, cfg: &KafkaConfig) -> String {
+/// An error from librdkafka, naming the cluster, with any secret that a client echoed replaced.
+pub fn redact_error(e: impl std::fmt::Display, cfg: &KafkaConfig) -> BrokerError {
     let mut s = e.to_string();
     for (k, v) in &cfg.properties {
         if is_secret_property(k) && !v.is_empty() {
             s = s.replace(v.as_str(), "***");
         }
     }
-    s
+    BrokerError::new(s)
 }
 
 /// Creates a topic (replication 1) unless it exists already.
-pub async fn create_topic(cfg: &KafkaConfig, topic: &str, partitions: i32) -> Result<(), String> {
+pub async fn create_topic(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), BrokerError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         cfg.client(&[]).create().map_err(|e| redact_error(e, cfg))?;
@@ -199,7 +205,9 @@ pub async fn create_topic(cfg: &KafkaConfig, topic: &str, partitions: i32) -> Re
     {
         if let Err((name, code)) = r {
             if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(format!("cannot create topic {name}: {code}"));
+                return Err(BrokerError::new(format!(
+                    "cannot create topic {name}: {code}"
+                )));
             }
         }
     }
@@ -221,7 +229,7 @@ mod tests {
         assert_eq!(r["sasl.password"], "***");
         assert_eq!(r["sasl.username"], "risk");
         assert_eq!(
-            redact_error("auth failed for risk/hunter2", &cfg),
+            redact_error("auth failed for risk/hunter2", &cfg).to_string(),
             "auth failed for risk/***"
         );
         let c = cfg.client(&[("acks", "all")]);
@@ -236,13 +244,13 @@ mod tests {
         cfg.properties
             .insert("sasl.pasword".into(), "hunter2".into());
         assert_eq!(cfg.redacted_properties()["sasl.pasword"], "***");
-        let e = cfg.validate().unwrap_err();
+        let e = cfg.validate().unwrap_err().0;
         assert_eq!(
             e,
             "kafka.properties: unknown librdkafka property `sasl.pasword` (did you mean `sasl.password`?)"
         );
         cfg.properties.clear();
         cfg.properties.insert("acks".into(), "banana".into());
-        assert!(cfg.validate().unwrap_err().contains("banana"));
+        assert!(cfg.validate().unwrap_err().0.contains("banana"));
     }
 }

@@ -13,6 +13,41 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// An error from talking to a broker, fit to be shown anywhere: the only way to make one removes
+/// credentials from its text, so a secret cannot reach a log or an error line by omission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BrokerError(String);
+
+impl BrokerError {
+    pub fn new(e: impl std::fmt::Display) -> BrokerError {
+        BrokerError(crate::redact::redact_userinfo(&e.to_string()))
+    }
+
+    /// `what: error`, e.g. `declare exchange mqwatch.alerts: NOT_FOUND`.
+    pub fn context(what: impl std::fmt::Display, e: impl std::fmt::Display) -> BrokerError {
+        BrokerError::new(format!("{what}: {e}"))
+    }
+}
+
+impl From<String> for BrokerError {
+    fn from(s: String) -> BrokerError {
+        BrokerError::new(s)
+    }
+}
+
+impl From<&str> for BrokerError {
+    fn from(s: &str) -> BrokerError {
+        BrokerError::new(s)
+    }
+}
+
+impl From<lapin::Error> for BrokerError {
+    fn from(e: lapin::Error) -> BrokerError {
+        BrokerError::new(e)
+    }
+}
+
 const FIRST_REPEAT: Duration = Duration::from_secs(30);
 const MAX_REPEAT: Duration = Duration::from_secs(600);
 
@@ -106,11 +141,11 @@ impl Link {
         *o = Outage::default();
     }
 
-    /// An attempt failed with `error` (already free of secrets, or redacted here).
-    pub fn down(&self, error: &str) {
+    /// An attempt failed with `error`.
+    pub fn down(&self, error: &BrokerError) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let was_up = self.up.swap(false, Ordering::Relaxed);
-        let error = crate::redact::redact_userinfo(error);
+        let error = error.to_string();
         let now = Instant::now();
         let mut o = self.lock();
         o.failures += 1;
@@ -182,18 +217,29 @@ mod tests {
     fn a_link_counts_failures_and_outages_and_remembers_being_reached() {
         let l = Link::new("rabbitmq amqp://guest:pw@127.0.0.1:5672/%2f");
         assert_eq!(l.name(), "rabbitmq amqp://guest:***@127.0.0.1:5672/%2f");
-        l.down("connection refused");
-        l.down("connection refused");
+        l.down(&"connection refused".into());
+        l.down(&"connection refused".into());
         assert!(!l.reached() && !l.is_up());
         assert_eq!((l.failures(), l.outages()), (2, 0));
         assert_eq!(l.last_error(), "connection refused");
         l.up();
         l.up();
         assert!(l.reached() && l.is_up());
-        l.down("reset by peer");
+        l.down(&"reset by peer".into());
         assert_eq!((l.failures(), l.outages()), (3, 1));
         l.up();
         assert_eq!(l.outages(), 1);
+    }
+
+    #[test]
+    fn broker_errors_cannot_carry_a_password() {
+        let e = BrokerError::context("cannot connect to amqp://u:hunter2@h:5672", "refused");
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to amqp://u:***@h:5672: refused"
+        );
+        let e: BrokerError = "guest:pw@127.0.0.1: Invalid URL".into();
+        assert!(!e.to_string().contains(":pw@"));
     }
 
     #[test]

@@ -6,6 +6,9 @@ use std::time::Duration;
 use lapin::{Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Invalid;
+use crate::link::BrokerError;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RabbitConfig {
@@ -99,7 +102,7 @@ impl RabbitConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         self.uri
             .parse::<lapin::uri::AMQPUri>()
             .map_err(|e| redact(&format!("rabbitmq.uri {}: {e}", self.uri)))?;
@@ -116,11 +119,11 @@ pub fn redact(uri: &str) -> String {
 }
 
 /// Connects with a name that shows in the management UI (and lets tests find the connection).
-pub async fn connect(uri: &str, name: &str) -> Result<Connection, String> {
+pub async fn connect(uri: &str, name: &str) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(uri, props)
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", redact(uri)))
+        .map_err(|e| BrokerError::context(format!("cannot connect to {}", redact(uri)), e))
 }
 
 #[cfg(test)]

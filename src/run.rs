@@ -237,7 +237,7 @@ pub fn live(
                 .spawn(move || {
                     let mut ingest = ingest;
                     if let Err(e) = src.run(&mut ingest, stop) {
-                        tracing::error!(source = %name, error = %crate::redact::redact_userinfo(&e), "source stopped");
+                        tracing::error!(source = %name, error = %e, "source stopped");
                     }
                     ingest.stats.clone()
                 })

@@ -36,7 +36,7 @@ impl Component for KafkaConfig {
     fn build(&self) -> Result<Parts, BuildError> {
         let poller = LagPoller::new(self).map_err(|message| BuildError {
             component: format!("kafka {}", self.bootstrap_servers),
-            message,
+            message: message.to_string(),
         })?;
         let mut parts = Parts::default();
         parts.sources.push(Box::new(poller));

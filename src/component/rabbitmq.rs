@@ -43,7 +43,7 @@ impl Component for RabbitConfig {
     fn build(&self) -> Result<Parts, BuildError> {
         let poller = QueuePoller::new(self).map_err(|message| BuildError {
             component: format!("rabbitmq {}", redact(&self.uri)),
-            message,
+            message: message.to_string(),
         })?;
         let mut parts = Parts::default();
         parts.sources.push(Box::new(poller));

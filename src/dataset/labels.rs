@@ -52,11 +52,31 @@ pub struct LabelFile {
 }
 
 impl LabelFile {
-    pub fn load(path: &Path) -> anyhow::Result<LabelFile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read labels {}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("labels {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<LabelFile, LabelError> {
+        let path_text = || path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| LabelError::Read {
+            path: path_text(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| LabelError::Parse {
+            path: path_text(),
+            source,
+        })
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    #[error("cannot read labels {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("labels {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 /// A short name for the entity labels describe: topic/group/partition or queue.

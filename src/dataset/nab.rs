@@ -172,17 +172,28 @@ pub fn normalised(raw_total: f64, windows: usize, p: &Profile) -> f64 {
     100.0 * (raw_total - null) / (perfect - null)
 }
 
+/// A corpus file that cannot be read: which file, where, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct NabError(String);
+
+impl From<String> for NabError {
+    fn from(s: String) -> NabError {
+        NabError(s)
+    }
+}
+
 /// Parses NAB's timestamps (`2014-03-14 03:31:00`, optionally with `.000000`) to Unix seconds.
-pub fn parse_timestamp(s: &str) -> Result<i64, String> {
+pub fn parse_timestamp(s: &str) -> Result<i64, NabError> {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     let plain = s.split('.').next().unwrap_or(s).trim();
     time::PrimitiveDateTime::parse(plain, &fmt)
         .map(|t| t.assume_utc().unix_timestamp())
-        .map_err(|e| format!("timestamp {s:?}: {e}"))
+        .map_err(|e| NabError(format!("timestamp {s:?}: {e}")))
 }
 
 /// NAB's label windows: `{"<category>/<file>.csv": [[start, end], ...]}`.
-pub fn load_windows(path: &Path) -> Result<BTreeMap<String, Vec<(i64, i64)>>, String> {
+pub fn load_windows(path: &Path) -> Result<BTreeMap<String, Vec<(i64, i64)>>, NabError> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let raw: BTreeMap<String, Vec<(String, String)>> =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -191,7 +202,7 @@ pub fn load_windows(path: &Path) -> Result<BTreeMap<String, Vec<(i64, i64)>>, St
             let ws = ws
                 .iter()
                 .map(|(a, b)| Ok((parse_timestamp(a)?, parse_timestamp(b)?)))
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Result<Vec<_>, NabError>>()?;
             Ok((file, ws))
         })
         .collect()
@@ -203,7 +214,7 @@ pub struct Series {
     pub values: Vec<f64>,
 }
 
-pub fn load_series(path: &Path) -> Result<Series, String> {
+pub fn load_series(path: &Path) -> Result<Series, NabError> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut s = Series {
         timestamps: Vec::new(),
@@ -279,7 +290,7 @@ pub fn detect(config: &crate::config::Config, name: &str, s: &Series) -> Vec<boo
 pub fn score_corpus(
     corpus: &Path,
     config: &crate::config::Config,
-) -> Result<BTreeMap<&'static str, f64>, String> {
+) -> Result<BTreeMap<&'static str, f64>, NabError> {
     let windows = load_windows(&corpus.join("labels/combined_windows.json"))?;
     let mut raw: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
     for (file, ws) in &windows {

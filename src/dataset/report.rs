@@ -203,7 +203,11 @@ fn plots<'a>(
         match plot(s, window, labelled, &mine, threshold(s.class)) {
             Ok(svg) => html.push_str(&svg),
             Err(e) => {
-                let _ = write!(html, "<p class=bad>plot failed: {}</p>", escape(&e));
+                let _ = write!(
+                    html,
+                    "<p class=bad>plot failed: {}</p>",
+                    escape(&e.to_string())
+                );
             }
         }
     }
@@ -212,13 +216,18 @@ fn plots<'a>(
     }
 }
 
+/// A plot the SVG backend could not draw; the report says so in place of the plot.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct PlotError(String);
+
 fn plot(
     s: &Series,
     window: (i64, i64),
     labelled: Option<(i64, i64)>,
     alerts: &[&Alert],
     threshold: Option<f64>,
-) -> Result<String, String> {
+) -> Result<String, PlotError> {
     let first = s.rows.partition_point(|r| r.ts < window.0);
     let last = s.rows.partition_point(|r| r.ts <= window.1);
     let visible = &s.rows[first..last];
@@ -255,7 +264,7 @@ fn plot(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 260)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let err = |e: &dyn std::fmt::Display| PlotError(e.to_string());
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let x_end = mins(window.1);
         let mut chart = ChartBuilder::on(&root)

@@ -22,6 +22,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::alert::{Alert, AlertState};
 use crate::config::Config;
 use crate::kafka::KafkaConfig;
+use crate::link::BrokerError;
 use crate::run::live;
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -37,7 +38,7 @@ fn client(bootstrap: &str, own: &[(&str, &str)]) -> rdkafka::ClientConfig {
 }
 
 /// Creates a topic (replication 1); an existing topic is fine.
-pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), BrokerError> {
     let cfg = KafkaConfig {
         bootstrap_servers: bootstrap.into(),
         ..Default::default()
@@ -74,7 +75,7 @@ impl KafkaWorkload {
         partitions: i32,
         group: &str,
         rate: u64,
-    ) -> Result<KafkaWorkload, String> {
+    ) -> Result<KafkaWorkload, BrokerError> {
         create_topic(bootstrap, topic, partitions)?;
         let stop = Arc::new(AtomicBool::new(false));
         let control = Arc::new(Control::default());
@@ -272,7 +273,7 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn start(bootstrap: &str, topic: &str, group: &str) -> Result<Subscriber, String> {
+    pub fn start(bootstrap: &str, topic: &str, group: &str) -> Result<Subscriber, BrokerError> {
         let cfg = KafkaConfig {
             bootstrap_servers: bootstrap.into(),
             alerts_topic: topic.into(),
@@ -282,7 +283,7 @@ impl Subscriber {
     }
 
     /// Reads `cfg.alerts_topic` with `cfg`'s connection properties.
-    pub fn start_with(cfg: &KafkaConfig, group: &str) -> Result<Subscriber, String> {
+    pub fn start_with(cfg: &KafkaConfig, group: &str) -> Result<Subscriber, BrokerError> {
         let own = [
             ("group.id", group),
             ("auto.offset.reset", "earliest"),
@@ -340,7 +341,7 @@ pub fn start_engine(
     mut config: Config,
     kafka: KafkaConfig,
     stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, BrokerError> {
     config.kafka = vec![kafka];
     config.stdout = false;
     Ok(std::thread::spawn(move || {
@@ -353,7 +354,7 @@ pub fn start_engine(
 /// The live demo: `payments.authorize` with 6 partitions at 60 msg/s and group `auth-service`;
 /// partition 3's consumer stops committing, then resumes; prints what a subscriber of
 /// `mqwatch.alerts` reads.
-pub fn demo(bootstrap: &str) -> Result<(), String> {
+pub fn demo(bootstrap: &str) -> Result<(), BrokerError> {
     let started = Instant::now();
     let say = |m: &str| println!("[{:>5.1} s] {m}", started.elapsed().as_secs_f64());
     let topic = "payments.authorize";

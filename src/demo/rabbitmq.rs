@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::alert::{Alert, AlertState};
 use crate::config::Config;
+use crate::link::BrokerError;
 use crate::rabbitmq::{connect, RabbitConfig};
 use crate::run::live;
 
@@ -51,7 +52,7 @@ pub struct Workload {
 
 impl Workload {
     /// Declares (and empties) `queue` and starts publishing `rate` messages per second into it.
-    pub async fn start(uri: &str, queue: &str, rate: f64) -> Result<Workload, String> {
+    pub async fn start(uri: &str, queue: &str, rate: f64) -> Result<Workload, BrokerError> {
         let conn = connect(uri, "mqwatch-workload").await?;
         let ch = conn.create_channel().await.map_err(err)?;
         ch.queue_declare(
@@ -101,7 +102,7 @@ impl Workload {
         n: usize,
         mode: ConsumerMode,
         prefetch: u16,
-    ) -> Result<(), String> {
+    ) -> Result<(), BrokerError> {
         for _ in 0..n {
             let ch = self.conn.create_channel().await.map_err(err)?;
             ch.basic_qos(prefetch, BasicQosOptions::default())
@@ -158,7 +159,7 @@ pub async fn subscribe(
     uri: &str,
     exchange: &str,
     binding: &str,
-) -> Result<(Connection, mpsc::UnboundedReceiver<(String, Alert)>), String> {
+) -> Result<(Connection, mpsc::UnboundedReceiver<(String, Alert)>), BrokerError> {
     let conn = connect(uri, "mqwatch-subscriber").await?;
     let ch = conn.create_channel().await.map_err(err)?;
     let durable = ExchangeDeclareOptions {
@@ -224,7 +225,7 @@ pub fn start_engine(
     mut config: Config,
     rabbit: RabbitConfig,
     stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>, String> {
+) -> Result<std::thread::JoinHandle<()>, BrokerError> {
     config.rabbitmq = vec![rabbit];
     config.stdout = false;
     Ok(std::thread::spawn(move || {
@@ -247,7 +248,7 @@ pub fn demo_config() -> Config {
 
 /// The live demo: a `risk.scoring` queue at a steady rate, then its consumers cancelled, then
 /// restored; prints alerts as a subscriber bound to `*.consumer_stall.#` receives them.
-pub fn demo(uri: &str, management_url: &str) -> Result<(), String> {
+pub fn demo(uri: &str, management_url: &str) -> Result<(), BrokerError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

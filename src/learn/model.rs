@@ -18,6 +18,24 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Components a mixture may have.
 pub const MAX_COMPONENTS: usize = 8;
 
+/// Why a class model cannot score with this engine's features.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Incompatible {
+    #[error("features {found:?} differ from this engine's {expected:?}")]
+    Features {
+        found: Vec<String>,
+        expected: Vec<String>,
+    },
+    #[error("features use a level of {0} intervals, this engine {LEVEL_INTERVALS}")]
+    Level(f64),
+    #[error("arrays do not match the feature count")]
+    Shapes,
+    #[error("component {0} has weight {1}")]
+    Weight(usize, f64),
+    #[error("component {0}'s covariance is not positive definite")]
+    NotPositiveDefinite(usize),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{path}: {source}")]
@@ -39,7 +57,7 @@ pub enum ModelError {
     Invalid {
         path: PathBuf,
         class: &'static str,
-        problem: String,
+        problem: Incompatible,
     },
     #[error("class {class} is defined by both {first} and {second}")]
     Duplicate {
@@ -147,7 +165,7 @@ pub struct Scored {
 
 impl ClassModel {
     /// Checks the model against this engine's feature definitions and prepares it for scoring.
-    pub fn compile(&mut self, class: EntityClass) -> Result<(), String> {
+    pub fn compile(&mut self, class: EntityClass) -> Result<(), Incompatible> {
         let names = class.feature_names();
         if self
             .features
@@ -155,16 +173,13 @@ impl ClassModel {
             .map(String::as_str)
             .ne(names.iter().copied())
         {
-            return Err(format!(
-                "features {:?} differ from this engine's {:?}",
-                self.features, names
-            ));
+            return Err(Incompatible::Features {
+                found: self.features.clone(),
+                expected: names.iter().map(|n| n.to_string()).collect(),
+            });
         }
         if (self.level_intervals - LEVEL_INTERVALS).abs() > 1e-9 {
-            return Err(format!(
-                "features use a level of {} intervals, this engine {LEVEL_INTERVALS}",
-                self.level_intervals
-            ));
+            return Err(Incompatible::Level(self.level_intervals));
         }
         let d = names.len();
         let m = &self.mixture;
@@ -182,7 +197,7 @@ impl ClassModel {
                 .iter()
                 .all(|c| c.len() == d && c.iter().all(|r| r.len() == d));
         if !shapes_ok {
-            return Err("arrays do not match the feature count".into());
+            return Err(Incompatible::Shapes);
         }
         let mut c = Compiled {
             dims: d,
@@ -194,10 +209,9 @@ impl ClassModel {
         };
         for j in 0..k {
             if m.weights[j].is_nan() || m.weights[j] <= 0.0 {
-                return Err(format!("component {j} has weight {}", m.weights[j]));
+                return Err(Incompatible::Weight(j, m.weights[j]));
             }
-            let l = cholesky(&m.covariances[j], d)
-                .ok_or_else(|| format!("component {j}'s covariance is not positive definite"))?;
+            let l = cholesky(&m.covariances[j], d).ok_or(Incompatible::NotPositiveDefinite(j))?;
             let log_det: f64 = (0..d).map(|i| 2.0 * l[i][i].ln()).sum();
             c.log_norm[j] =
                 m.weights[j].ln() - 0.5 * (d as f64 * (2.0 * std::f64::consts::PI).ln() + log_det);
@@ -322,7 +336,7 @@ impl ModelFile {
         Ok(file)
     }
 
-    pub fn compile(&mut self) -> Result<(), (EntityClass, String)> {
+    pub fn compile(&mut self) -> Result<(), (EntityClass, Incompatible)> {
         for (class, m) in self.classes.iter_mut() {
             m.compile(*class).map_err(|e| (*class, e))?;
         }
@@ -453,7 +467,7 @@ mod tests {
         let mut m = unit_model(3);
         m.features[0] = "p75_vs_level".into();
         let e = m.compile(EntityClass::Latency).unwrap_err();
-        assert!(e.contains("p75_vs_level"), "{e}");
+        assert!(e.to_string().contains("p75_vs_level"), "{e}");
         let mut m = unit_model(3);
         m.mixture.covariances[0][1][1] = -1.0;
         assert!(m.compile(EntityClass::Latency).is_err());

@@ -7,6 +7,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use super::spool::Publisher;
 use crate::alert::Alert;
 use crate::kafka::{create_topic, redact_error, KafkaConfig};
+use crate::link::BrokerError;
 
 pub struct KafkaPublisher {
     cfg: KafkaConfig,
@@ -25,7 +26,7 @@ impl KafkaPublisher {
 impl Publisher for KafkaPublisher {
     /// A fresh producer each time: after a broker restart an idempotent producer's state may be
     /// fatal to it. The alert topic is created if it does not exist.
-    async fn connect(&mut self) -> Result<(), String> {
+    async fn connect(&mut self) -> Result<(), BrokerError> {
         self.producer = None;
         create_topic(&self.cfg, &self.cfg.alerts_topic, 1).await?;
         // Fail a send within seconds rather than minutes: the spool retries it.
@@ -36,7 +37,7 @@ impl Publisher for KafkaPublisher {
         Ok(())
     }
 
-    async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, String> {
+    async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, BrokerError> {
         let producer = self.producer.as_ref().ok_or("not connected")?;
         let topic = self.cfg.alerts_topic.as_str();
         // Enqueue the whole batch, then wait for every delivery report.

@@ -11,6 +11,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 
 use super::spool::Publisher;
 use crate::alert::Alert;
+use crate::link::BrokerError;
 use crate::rabbitmq::connect;
 
 pub struct RabbitPublisher {
@@ -49,14 +50,14 @@ pub fn routing_key(a: &Alert) -> String {
 }
 
 impl Publisher for RabbitPublisher {
-    async fn connect(&mut self) -> Result<(), String> {
+    async fn connect(&mut self) -> Result<(), BrokerError> {
         self.link = None;
         // The exchange in the name tells operators (and tests) which connection carries what.
         let conn = connect(&self.uri, &format!("mqwatch-alerts {}", self.exchange)).await?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(BrokerError::new)?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(BrokerError::new)?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
@@ -73,7 +74,7 @@ impl Publisher for RabbitPublisher {
         Ok(())
     }
 
-    async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, String> {
+    async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, BrokerError> {
         let (_, ch) = self.link.as_ref().ok_or("not connected")?;
         let mut confirms = Vec::with_capacity(alerts.len());
         for a in alerts {
@@ -97,12 +98,12 @@ impl Publisher for RabbitPublisher {
                     props,
                 )
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(BrokerError::new)?;
             confirms.push((confirm, a));
         }
         let mut unroutable = 0;
         for (c, a) in confirms {
-            match c.await.map_err(|e| e.to_string())? {
+            match c.await.map_err(BrokerError::new)? {
                 Confirmation::Nack(_) => return Err("broker refused (nack) an alert".into()),
                 Confirmation::Ack(Some(_)) => {
                     unroutable += 1;

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{Sink, SinkError};
 use crate::alert::Alert;
-use crate::link::{Backoff, Link};
+use crate::link::{Backoff, BrokerError, Link};
 
 /// Alerts published per round trip of confirms.
 const BATCH: usize = 64;
@@ -32,10 +32,13 @@ const DROP_DEADLINE: Duration = Duration::from_secs(5);
 /// A broker connection that can publish alerts with confirmation.
 pub trait Publisher: Send + 'static {
     /// Connects, or reconnects after a failure, and declares what it publishes to.
-    fn connect(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    fn connect(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send;
     /// Publishes the alerts in order and returns once the broker confirmed every one of them,
     /// with how many of them it could route to no subscriber (confirmed all the same).
-    fn publish(&mut self, alerts: &[Alert]) -> impl Future<Output = Result<u64, String>> + Send;
+    fn publish(
+        &mut self,
+        alerts: &[Alert],
+    ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
 }
 
 /// What a spool has done, readable while it runs.
@@ -362,10 +365,10 @@ mod tests {
     }
 
     impl Publisher for Flaky {
-        async fn connect(&mut self) -> Result<(), String> {
+        async fn connect(&mut self) -> Result<(), BrokerError> {
             Ok(())
         }
-        async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, String> {
+        async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, BrokerError> {
             self.calls += 1;
             if self.calls % 3 == 0 {
                 return Err("connection reset".into());
@@ -417,10 +420,10 @@ mod tests {
     struct Refusing;
 
     impl Publisher for Refusing {
-        async fn connect(&mut self) -> Result<(), String> {
+        async fn connect(&mut self) -> Result<(), BrokerError> {
             Err("ACCESS_REFUSED".into())
         }
-        async fn publish(&mut self, _: &[Alert]) -> Result<u64, String> {
+        async fn publish(&mut self, _: &[Alert]) -> Result<u64, BrokerError> {
             unreachable!("never connected")
         }
     }

@@ -30,7 +30,7 @@ use super::rabbitmq::now_ms;
 use super::LiveSource;
 use crate::event::{parse_events, ErrorReason, LabelVec, ParseError, RawEvent};
 use crate::kafka::{create_topic, redact_error, KafkaConfig};
-use crate::link::Link;
+use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,9 +118,9 @@ pub struct LagPoller {
     matched: Option<(usize, usize)>,
 }
 
-fn compile(ps: &[String]) -> Result<Vec<Regex>, String> {
+fn compile(ps: &[String]) -> Result<Vec<Regex>, BrokerError> {
     ps.iter()
-        .map(|p| Regex::new(p).map_err(|e| e.to_string()))
+        .map(|p| Regex::new(p).map_err(BrokerError::new))
         .collect()
 }
 
@@ -129,8 +129,8 @@ fn wanted(name: &str, (include, exclude): &(Vec<Regex>, Vec<Regex>)) -> bool {
 }
 
 impl LagPoller {
-    pub fn new(cfg: &KafkaConfig) -> Result<Self, String> {
-        cfg.validate()?;
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, BrokerError> {
+        cfg.validate().map_err(BrokerError::new)?;
         let meta = cfg
             .client(&[
                 ("group.id", "mqwatch-poller"),
@@ -183,7 +183,7 @@ impl LagPoller {
 
     /// One poll: every watched partition's end offset, every watched group's committed offsets,
     /// lag and time lag, and membership, as events stamped `ts`. Returns the partitions seen.
-    pub fn poll(&mut self, ts: i64, ingest: &mut Ingest) -> Result<usize, String> {
+    pub fn poll(&mut self, ts: i64, ingest: &mut Ingest) -> Result<usize, BrokerError> {
         let err = |e: rdkafka::error::KafkaError| redact_error(e, &self.cfg);
         let metadata = self.meta.fetch_metadata(None, TIMEOUT).map_err(err)?;
         let mut tpl = TopicPartitionList::new();
@@ -323,7 +323,11 @@ impl LiveSource for LagPoller {
         self.link.clone()
     }
 
-    fn run(mut self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+    fn run(
+        mut self: Box<Self>,
+        ingest: &mut Ingest,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), BrokerError> {
         let every = self.cfg.poll_interval;
         while !stop.load(Ordering::Relaxed) {
             let started = std::time::Instant::now();
@@ -373,7 +377,7 @@ impl MetricsConsumer {
         dlq: &FutureProducer,
         m: &rdkafka::message::BorrowedMessage<'_>,
         e: &ParseError,
-    ) -> Result<(), String> {
+    ) -> Result<(), BrokerError> {
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();
         let error = e.to_string();
@@ -419,7 +423,7 @@ impl LiveSource for MetricsConsumer {
         self.link.clone()
     }
 
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
         let cfg = &self.cfg;
         let err = |e: rdkafka::error::KafkaError| redact_error(e, cfg);
         // Some brokers hold every fetch for the full wait even with data ready: keep it short.
@@ -442,7 +446,7 @@ impl LiveSource for MetricsConsumer {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(BrokerError::new)?;
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut applied = 0usize;
         while !stop.load(Ordering::Relaxed) {
@@ -495,7 +499,7 @@ fn commit(
     next: &mut BTreeMap<(String, i32), i64>,
     applied: &mut usize,
     cfg: &KafkaConfig,
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     if next.is_empty() {
         return Ok(());
     }
@@ -540,14 +544,14 @@ impl LiveSource for Probe {
         self.link.clone()
     }
 
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
         let cfg = &self.cfg;
         let p = &cfg.probe;
         let err = |e: rdkafka::error::KafkaError| redact_error(e, cfg);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(BrokerError::new)?;
         // The topic is created once the cluster answers; until then the probe waits for it.
         let mut backoff = crate::link::Backoff::new(Duration::from_secs(10));
         loop {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub use file::{FileSource, OnError};
 
-use crate::link::Link;
+use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 
 /// A source that runs on its own thread until `stop` is raised, reconnecting as it needs to.
@@ -19,5 +19,5 @@ pub trait LiveSource: Send {
     fn name(&self) -> String;
     /// The connection it reports each attempt to: where it reads from, reached or not.
     fn link(&self) -> Arc<Link>;
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String>;
+    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError>;
 }

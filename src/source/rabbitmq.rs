@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use super::LiveSource;
 use crate::event::{parse_events, ErrorReason, LabelVec, RawEvent};
-use crate::link::Link;
+use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 use crate::rabbitmq::{connect, redact, RabbitConfig};
 
@@ -46,14 +46,14 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs `body` on a current-thread runtime until it returns or `stop` is raised.
-pub(crate) fn run_async<F: std::future::Future<Output = Result<(), String>>>(
+pub(crate) fn run_async<F: std::future::Future<Output = Result<(), BrokerError>>>(
     stop: &Arc<AtomicBool>,
     body: F,
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(BrokerError::new)?;
     rt.block_on(async {
         tokio::select! {
             r = body => r,
@@ -120,11 +120,11 @@ pub struct QueuePoller {
 }
 
 impl QueuePoller {
-    pub fn new(cfg: &RabbitConfig) -> Result<Self, String> {
-        cfg.validate()?;
+    pub fn new(cfg: &RabbitConfig) -> Result<Self, BrokerError> {
+        cfg.validate().map_err(BrokerError::new)?;
         let compile = |ps: &[String]| {
             ps.iter()
-                .map(|p| Regex::new(p).map_err(|e| e.to_string()))
+                .map(|p| Regex::new(p).map_err(BrokerError::new))
                 .collect::<Result<Vec<_>, _>>()
         };
         let http = ureq::Agent::config_builder()
@@ -191,7 +191,7 @@ impl QueuePoller {
             && !self.exclude.iter().any(|r| r.is_match(queue))
     }
 
-    fn get(&self, path: &str) -> Result<String, String> {
+    fn get(&self, path: &str) -> Result<String, BrokerError> {
         let url = format!("{}{path}", self.cfg.management_url.trim_end_matches('/'));
         let (user, pass) = self.cfg.management_credentials();
         let auth = format!("Basic {}", BASE64.encode(format!("{user}:{pass}")));
@@ -201,11 +201,11 @@ impl QueuePoller {
             .header("authorization", &auth)
             .call()
             .map_err(|e| format!("GET {}: {e}", redact(&url)))?;
-        resp.body_mut().read_to_string().map_err(|e| e.to_string())
+        resp.body_mut().read_to_string().map_err(BrokerError::new)
     }
 
     /// One poll: every wanted queue's state as events stamped `ts`. Returns how many queues.
-    pub async fn poll(&mut self, ts: i64, ingest: &mut Ingest) -> Result<usize, String> {
+    pub async fn poll(&mut self, ts: i64, ingest: &mut Ingest) -> Result<usize, BrokerError> {
         if self.cfg.management_url.is_empty() {
             return self
                 .poll_passive(ts, ingest, "no management URL configured")
@@ -213,7 +213,7 @@ impl QueuePoller {
         }
         let queues = match self.management_queues() {
             Ok(q) => q,
-            Err(e) => return self.poll_passive(ts, ingest, &e).await,
+            Err(e) => return self.poll_passive(ts, ingest, &e.to_string()).await,
         };
         if self.on_fallback {
             tracing::info!("management API available again; polling it");
@@ -275,10 +275,10 @@ impl QueuePoller {
         Ok(names.len())
     }
 
-    fn management_queues(&self) -> Result<Vec<QueueInfo>, String> {
+    fn management_queues(&self) -> Result<Vec<QueueInfo>, BrokerError> {
         let body = self.get(&format!("/api/queues?columns={COLUMNS}"))?;
         serde_json::from_str(&body)
-            .map_err(|e| format!("management API answered unexpectedly: {e}"))
+            .map_err(|e| BrokerError::context("management API answered unexpectedly", e))
     }
 
     fn cluster_name(&self) -> String {
@@ -297,7 +297,7 @@ impl QueuePoller {
         ts: i64,
         ingest: &mut Ingest,
         why: &str,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, BrokerError> {
         if !self.on_fallback {
             tracing::warn!(
                 reason = why,
@@ -307,9 +307,9 @@ impl QueuePoller {
             self.on_fallback = true;
         }
         if self.cfg.queues.is_empty() {
-            return Err(format!(
+            return Err(BrokerError::new(format!(
                 "management API unavailable ({why}) and no rabbitmq.queues configured"
-            ));
+            )));
         }
         if self
             .amqp
@@ -317,7 +317,7 @@ impl QueuePoller {
             .is_none_or(|(c, _)| !c.status().connected())
         {
             let conn = connect(&self.cfg.uri, "mqwatch-poller").await?;
-            let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+            let ch = conn.create_channel().await.map_err(BrokerError::new)?;
             self.amqp = Some((conn, ch));
         }
         let vhost = self
@@ -368,7 +368,7 @@ impl QueuePoller {
                     // A failed passive declare closes the channel: reopen it for the next queue.
                     tracing::warn!(queue = %name, error = %e, "passive declare failed");
                     self.amqp = None;
-                    return Err(format!("queue {name}: {e}"));
+                    return Err(BrokerError::new(format!("queue {name}: {e}")));
                 }
             }
         }
@@ -385,7 +385,11 @@ impl LiveSource for QueuePoller {
         self.link.clone()
     }
 
-    fn run(mut self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+    fn run(
+        mut self: Box<Self>,
+        ingest: &mut Ingest,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), BrokerError> {
         let every = self.cfg.poll_interval;
         run_async(&stop, async move {
             let mut tick = tokio::time::interval(every);
@@ -420,17 +424,17 @@ impl MetricsConsumer {
         }
     }
 
-    async fn session(&self, ingest: &mut Ingest) -> Result<(), String> {
+    async fn session(&self, ingest: &mut Ingest) -> Result<(), BrokerError> {
         let queue = self.cfg.metrics_queue.as_str();
         let conn = connect(&self.cfg.uri, "mqwatch-metrics").await?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(BrokerError::new)?;
         ch.basic_qos(ACK_EVERY as u16 * 2, BasicQosOptions::default())
             .await
-            .map_err(|e| e.to_string())?;
-        let dlx = conn.create_channel().await.map_err(|e| e.to_string())?;
+            .map_err(BrokerError::new)?;
+        let dlx = conn.create_channel().await.map_err(BrokerError::new)?;
         dlx.confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(BrokerError::new)?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
@@ -451,7 +455,7 @@ impl MetricsConsumer {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("consume {queue}: {e}"))?;
+            .map_err(|e| BrokerError::new(format!("consume {queue}: {e}")))?;
         self.link.up();
         tracing::info!(queue, "consuming metric events");
         let mut unacked: Option<u64> = None;
@@ -467,8 +471,12 @@ impl MetricsConsumer {
                         continue;
                     }
                 }
-                Ok(Some(Err(e))) => return Err(e.to_string()),
-                Ok(None) => return Err(format!("consumer on {queue} was cancelled")),
+                Ok(Some(Err(e))) => return Err(BrokerError::new(e)),
+                Ok(None) => {
+                    return Err(BrokerError::new(format!(
+                        "consumer on {queue} was cancelled"
+                    )))
+                }
                 Err(_) => ingest.advance_to(now_ms()),
             }
             if let Some(tag) = unacked.take() {
@@ -476,7 +484,7 @@ impl MetricsConsumer {
                 ingest.sync();
                 ch.basic_ack(tag, BasicAckOptions { multiple: true })
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(BrokerError::new)?;
                 pending = 0;
             }
         }
@@ -487,7 +495,7 @@ impl MetricsConsumer {
         d: &lapin::message::Delivery,
         ingest: &mut Ingest,
         dlx: &Channel,
-    ) -> Result<(), String> {
+    ) -> Result<(), BrokerError> {
         let mut refused = Vec::new();
         match std::str::from_utf8(&d.data) {
             Ok(text) => parse_events(text, |r| match r {
@@ -527,9 +535,9 @@ impl MetricsConsumer {
                     props,
                 )
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(BrokerError::new)?;
             // The original is acknowledged only once its dead letter is safely with the broker.
-            if confirm.await.map_err(|e| e.to_string())?.is_nack() {
+            if confirm.await.map_err(BrokerError::new)?.is_nack() {
                 return Err("dead-letter publish refused".into());
             }
         }
@@ -546,7 +554,7 @@ impl LiveSource for MetricsConsumer {
         self.link.clone()
     }
 
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
         run_async(&stop, async move {
             let mut backoff = crate::link::Backoff::new(Duration::from_secs(10));
             loop {
@@ -580,10 +588,10 @@ impl Probe {
         }
     }
 
-    async fn session(&self, ingest: &mut Ingest, cluster: &str) -> Result<(), String> {
+    async fn session(&self, ingest: &mut Ingest, cluster: &str) -> Result<(), BrokerError> {
         let p = &self.cfg.probe;
         let conn = connect(&self.cfg.uri, "mqwatch-probe").await?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(BrokerError::new)?;
         ch.queue_declare(
             p.queue.as_str().into(),
             QueueDeclareOptions::default(),
@@ -600,7 +608,7 @@ impl Probe {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("bind probe queue: {e}"))?;
+            .map_err(|e| BrokerError::new(format!("bind probe queue: {e}")))?;
         }
         let no_ack = BasicConsumeOptions {
             no_ack: true,
@@ -614,7 +622,7 @@ impl Probe {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(BrokerError::new)?;
         let vhost = self
             .cfg
             .uri
@@ -634,10 +642,10 @@ impl Probe {
                     let sent = now_ms().to_string();
                     ch.basic_publish(p.exchange.as_str().into(), key.into(), BasicPublishOptions::default(), sent.as_bytes(), BasicProperties::default())
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(BrokerError::new)?;
                 }
                 d = consumer.next() => {
-                    let d = d.ok_or("probe consumer cancelled")?.map_err(|e| e.to_string())?;
+                    let d = d.ok_or("probe consumer cancelled")?.map_err(BrokerError::new)?;
                     let now = now_ms();
                     if let Some(sent) = std::str::from_utf8(&d.data).ok().and_then(|s| s.parse::<i64>().ok()) {
                         let l = [("cluster", cluster), ("queue", p.queue.as_str()), ("vhost", vhost.as_str())];
@@ -659,7 +667,7 @@ impl LiveSource for Probe {
         self.link.clone()
     }
 
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), String> {
+    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
         let cluster = if self.cfg.cluster.is_empty() {
             "rabbitmq".to_string()
         } else {
