@@ -18,6 +18,7 @@
 //! replay or a live run.
 
 pub mod alert;
+pub mod cmd;
 pub mod component;
 pub mod config;
 pub mod dataset;

@@ -1,0 +1,50 @@
+//! `mqwatch run`: watch live brokers until Ctrl-C, SIGTERM or `--for`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use super::{undelivered, CmdError, Session};
+
+/// Watch live brokers as the config says ([[rabbitmq]], [[kafka]]); alerts to stdout and the
+/// brokers' alert topics, until interrupted or --for elapses.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    config: PathBuf,
+    /// Stop after this long (e.g. 10m); default: until Ctrl-C.
+    #[arg(long = "for", value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+}
+
+pub fn run(s: &Session, a: Args) -> Result<(), CmdError> {
+    let models = s.models.load()?;
+    let config = s.config(Some(&a.config))?;
+    if config.rabbitmq.is_empty() && config.kafka.is_empty() {
+        return Err(CmdError::Usage(format!(
+            "{}: no live source configured (add a [rabbitmq] or [kafka] section)",
+            a.config.display()
+        )));
+    }
+    if let Some(d) = a.duration {
+        let timer = s.stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            timer.store(true, Ordering::Relaxed);
+        });
+    }
+    let report = crate::run::live(config, models, s.stop.clone())?;
+    for line in &report.sinks {
+        eprintln!("{line}");
+    }
+    let failures: u64 = report.links.iter().map(|l| l.failures()).sum();
+    let outages: u64 = report.links.iter().map(|l| l.outages()).sum();
+    eprintln!(
+        "{}; {} series, {} late; {} alert updates; {failures} failed broker attempts, {outages} lost connections; {:.0} s",
+        report.input,
+        report.workers.series,
+        report.workers.late,
+        report.alert_updates,
+        report.elapsed.as_secs_f64()
+    );
+    undelivered(&report.undelivered)
+}
