@@ -9,9 +9,12 @@
 //! `BrokerTransportFailure` is never anonymous. The run asks the links whether any broker was
 //! reached at all before its startup window closes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::telemetry::emit;
+use crate::telemetry::events::{BrokerConnected, BrokerFailed, BrokerRecovered, OutageState};
 
 /// An error from talking to a broker, fit to be shown anywhere: the only way to make one removes
 /// credentials from its text, so a secret cannot reach a log or an error line by omission.
@@ -57,8 +60,6 @@ pub struct Link {
     name: String,
     up: AtomicBool,
     ever_up: AtomicBool,
-    failures: AtomicU64,
-    outages: AtomicU64,
     log: Mutex<Outage>,
 }
 
@@ -77,8 +78,6 @@ impl Link {
             name: crate::redact::redact_userinfo(&name.into()),
             up: AtomicBool::new(false),
             ever_up: AtomicBool::new(false),
-            failures: AtomicU64::new(0),
-            outages: AtomicU64::new(0),
             log: Mutex::new(Outage::default()),
         })
     }
@@ -94,16 +93,6 @@ impl Link {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
-    }
-
-    /// Failed attempts so far.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    /// Times the broker was lost after having been reached.
-    pub fn outages(&self) -> u64 {
-        self.outages.load(Ordering::Relaxed)
     }
 
     /// The most recent error, while the link is down.
@@ -123,63 +112,58 @@ impl Link {
         self.up.store(true, Ordering::Relaxed);
         let first = !self.ever_up.swap(true, Ordering::Relaxed);
         let mut o = self.lock();
-        match (first, o.since.take()) {
-            (true, None) => tracing::info!(broker = %self.name, "connected"),
-            (true, Some(since)) => tracing::info!(
-                broker = %self.name,
-                after = %secs(since.elapsed()),
-                failures = o.failures,
-                "connected after failures"
-            ),
-            (false, since) => tracing::info!(
-                broker = %self.name,
-                after = %since.map_or_else(String::new, |s| secs(s.elapsed())),
-                failures = o.failures,
-                "reachable again"
-            ),
+        if first {
+            emit(BrokerConnected {
+                broker: &self.name,
+                after_failures: o.failures,
+            });
+        } else {
+            emit(BrokerRecovered {
+                broker: &self.name,
+                down_for_secs: o.since.map_or(0, |s| s.elapsed().as_secs()),
+                failures: o.failures,
+            });
         }
         *o = Outage::default();
     }
 
-    /// An attempt failed with `error`.
+    /// An attempt failed with `error`: counted always, logged when the outage begins and then
+    /// with a doubling pause.
     pub fn down(&self, error: &BrokerError) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
         let was_up = self.up.swap(false, Ordering::Relaxed);
-        let error = error.to_string();
         let now = Instant::now();
         let mut o = self.lock();
         o.failures += 1;
-        o.last_error = error.clone();
-        if o.since.is_none() {
+        o.last_error = error.to_string();
+        let (state, log) = if o.since.is_none() {
             o.since = Some(now);
             o.logged_at = Some(now);
             o.repeat = FIRST_REPEAT;
-            if was_up {
-                self.outages.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(broker = %self.name, %error, "lost; retrying with backoff");
-            } else if self.reached() {
-                tracing::warn!(broker = %self.name, %error, "failed; retrying with backoff");
-            } else {
-                tracing::warn!(broker = %self.name, %error, "cannot connect; retrying with backoff");
+            let state = match (was_up, self.reached()) {
+                (true, _) => OutageState::Lost,
+                (false, true) => OutageState::Failed,
+                (false, false) => OutageState::NeverReached,
+            };
+            (state, true)
+        } else {
+            let due = o.logged_at.is_some_and(|t| now - t >= o.repeat);
+            if due {
+                o.logged_at = Some(now);
+                o.repeat = (o.repeat * 2).min(MAX_REPEAT);
             }
-            return;
-        }
-        if o.logged_at.is_some_and(|t| now - t >= o.repeat) {
-            o.logged_at = Some(now);
-            o.repeat = (o.repeat * 2).min(MAX_REPEAT);
-            tracing::warn!(
-                broker = %self.name,
-                %error,
-                down_for = %secs(o.since.map_or(Duration::ZERO, |s| now - s)),
-                failures = o.failures,
-                "still unreachable"
-            );
-        }
+            let state = OutageState::StillDown {
+                down_for_secs: o.since.map_or(0, |s| (now - s).as_secs()),
+                failures: o.failures,
+            };
+            (state, due)
+        };
+        emit(BrokerFailed {
+            broker: &self.name,
+            error,
+            state,
+            log,
+        });
     }
-}
-
-fn secs(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
 /// Backoff between reconnection attempts: 100 ms doubling to `max`.
@@ -215,20 +199,23 @@ mod tests {
 
     #[test]
     fn a_link_counts_failures_and_outages_and_remembers_being_reached() {
-        let l = Link::new("rabbitmq amqp://guest:pw@127.0.0.1:5672/%2f");
-        assert_eq!(l.name(), "rabbitmq amqp://guest:***@127.0.0.1:5672/%2f");
+        let l = Link::new("rabbitmq amqp://guest:pw@127.0.0.1:5672/%2f (link test)");
+        let name = "rabbitmq amqp://guest:***@127.0.0.1:5672/%2f (link test)";
+        assert_eq!(l.name(), name);
+        let count = |c| crate::telemetry::registry().get(c, name);
         l.down(&"connection refused".into());
         l.down(&"connection refused".into());
         assert!(!l.reached() && !l.is_up());
-        assert_eq!((l.failures(), l.outages()), (2, 0));
+        assert_eq!((count("broker_failures"), count("broker_outages")), (2, 0));
         assert_eq!(l.last_error(), "connection refused");
         l.up();
         l.up();
         assert!(l.reached() && l.is_up());
+        assert_eq!(count("broker_connected"), 1);
         l.down(&"reset by peer".into());
-        assert_eq!((l.failures(), l.outages()), (3, 1));
+        assert_eq!((count("broker_failures"), count("broker_outages")), (3, 1));
         l.up();
-        assert_eq!(l.outages(), 1);
+        assert_eq!((count("broker_outages"), count("broker_recovered")), (1, 1));
     }
 
     #[test]

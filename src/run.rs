@@ -23,7 +23,8 @@ use crate::pipeline::{Learned, Pipeline};
 use crate::sink::{Sink, SinkError};
 use crate::source::file::FileError;
 use crate::source::{FileSource, OnError};
-use crate::telemetry::{InputStats, WorkerStats};
+use crate::telemetry::events::{AlertUndelivered, SourceStopped};
+use crate::telemetry::{emit, InputStats, WorkerStats};
 
 pub struct ReplayOptions {
     pub on_error: OnError,
@@ -237,7 +238,10 @@ pub fn live(
                 .spawn(move || {
                     let mut ingest = ingest;
                     if let Err(e) = src.run(&mut ingest, stop) {
-                        tracing::error!(source = %name, error = %e, "source stopped");
+                        emit(SourceStopped {
+                            source: &name,
+                            error: &e,
+                        });
                     }
                     ingest.stats.clone()
                 })
@@ -254,7 +258,7 @@ pub fn live(
     if let Some(tried) = unreachable {
         for (sink, alerts) in &delivered.undelivered {
             for a in alerts {
-                tracing::error!(sink = %sink, id = %a.id, "alert not delivered");
+                emit(AlertUndelivered { sink, id: &a.id });
             }
         }
         return Err(RunError::NoBrokerReachable {

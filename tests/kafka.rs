@@ -385,7 +385,7 @@ fn every_alert_arrives_although_the_broker_restarts_while_they_are_emitted() {
         std::thread::sleep(Duration::from_millis(10));
     }
     sink.flush(Duration::from_secs(90)).unwrap();
-    let failures = sink.stats().failures.load(Ordering::Relaxed);
+    let failures = mqwatch::telemetry::registry().get("broker_failures", "test alert topic");
     collect(&after, &mut got, 300, Duration::from_secs(60));
     drop((after, sink));
     broker.kill().ok();

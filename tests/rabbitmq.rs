@@ -217,7 +217,7 @@ async fn every_alert_arrives_although_the_alert_connection_is_closed_midway() {
             }
         }
         sink.flush(Duration::from_secs(60)).unwrap();
-        let failures = sink.stats().failures.load(Ordering::Relaxed);
+        let failures = mqwatch::telemetry::registry().get("broker_failures", "test alert exchange");
         (closed, failures)
     })
     .await

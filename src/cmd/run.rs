@@ -36,8 +36,9 @@ pub fn run(s: &Session, a: Args) -> Result<(), CmdError> {
     for line in &report.sinks {
         eprintln!("{line}");
     }
-    let failures: u64 = report.links.iter().map(|l| l.failures()).sum();
-    let outages: u64 = report.links.iter().map(|l| l.outages()).sum();
+    let edges = crate::telemetry::registry().totals();
+    let count = |name: &str| edges.get(name).copied().unwrap_or(0);
+    let (failures, outages) = (count("broker_failures"), count("broker_outages"));
     eprintln!(
         "{}; {} series, {} late; {} alert updates; {failures} failed broker attempts, {outages} lost connections; {:.0} s",
         report.input,

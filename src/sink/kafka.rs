@@ -37,7 +37,7 @@ impl Publisher for KafkaPublisher {
         Ok(())
     }
 
-    async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, BrokerError> {
+    async fn publish(&mut self, alerts: &[Alert]) -> Result<(), BrokerError> {
         let producer = self.producer.as_ref().ok_or("not connected")?;
         let topic = self.cfg.alerts_topic.as_str();
         // Enqueue the whole batch, then wait for every delivery report.
@@ -71,6 +71,6 @@ impl Publisher for KafkaPublisher {
                 Err(_) => return Err("delivery report lost: producer closed".into()),
             }
         }
-        Ok(0)
+        Ok(())
     }
 }

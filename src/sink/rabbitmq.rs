@@ -1,8 +1,8 @@
 //! Alerts to a RabbitMQ topic exchange, routed by `<severity>.<kind>.<cluster>.<entity>`, so that
 //! a risk team binds exactly what it wants (`critical.#`, `*.consumer_stall.#`). Messages are
 //! persistent, carry the alert id as `message_id`, and count as sent only once confirmed. They are
-//! published `mandatory`: an alert that no bound queue takes comes back, is counted, and the
-//! first one is logged — an exchange nobody listens to is worth knowing about, but is no reason
+//! published `mandatory`: an alert that no bound queue takes comes back, is counted
+//! (`alerts_unroutable`), and the first one is logged — an exchange nobody listens to is worth knowing about, but is no reason
 //! to hold alerts back, so a returned alert still counts as delivered.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -13,12 +13,15 @@ use super::spool::Publisher;
 use crate::alert::Alert;
 use crate::link::BrokerError;
 use crate::rabbitmq::connect;
+use crate::telemetry::emit;
+use crate::telemetry::events::AlertUnroutable;
 
 pub struct RabbitPublisher {
     uri: String,
     exchange: String,
     link: Option<(Connection, Channel)>,
-    told_unroutable: bool,
+    /// The sink's name in the log and the counters.
+    sink_name: String,
 }
 
 impl RabbitPublisher {
@@ -27,7 +30,7 @@ impl RabbitPublisher {
             uri: uri.into(),
             exchange: exchange.into(),
             link: None,
-            told_unroutable: false,
+            sink_name: format!("rabbitmq alert exchange {exchange}"),
         }
     }
 }
@@ -74,7 +77,7 @@ impl Publisher for RabbitPublisher {
         Ok(())
     }
 
-    async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, BrokerError> {
+    async fn publish(&mut self, alerts: &[Alert]) -> Result<(), BrokerError> {
         let (_, ch) = self.link.as_ref().ok_or("not connected")?;
         let mut confirms = Vec::with_capacity(alerts.len());
         for a in alerts {
@@ -101,26 +104,19 @@ impl Publisher for RabbitPublisher {
                 .map_err(BrokerError::new)?;
             confirms.push((confirm, a));
         }
-        let mut unroutable = 0;
         for (c, a) in confirms {
             match c.await.map_err(BrokerError::new)? {
                 Confirmation::Nack(_) => return Err("broker refused (nack) an alert".into()),
                 Confirmation::Ack(Some(_)) => {
-                    unroutable += 1;
-                    if !self.told_unroutable {
-                        self.told_unroutable = true;
-                        tracing::warn!(
-                            exchange = %self.exchange,
-                            routing_key = %routing_key(a),
-                            id = %a.id,
-                            "no queue is bound to the alert exchange for this alert: nobody received it \
-                             (bind a queue, e.g. with routing key '#'; further unroutable alerts are only counted)"
-                        );
-                    }
+                    emit(AlertUnroutable {
+                        sink: &self.sink_name,
+                        id: &a.id,
+                        routing_key: &routing_key(a),
+                    });
                 }
                 Confirmation::Ack(None) | Confirmation::NotRequested => {}
             }
         }
-        Ok(unroutable)
+        Ok(())
     }
 }

@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 use super::{Sink, SinkError};
 use crate::alert::Alert;
 use crate::link::{Backoff, BrokerError, Link};
+use crate::telemetry::emit;
+use crate::telemetry::events::{AlertUndelivered, AlertsConfirmed};
 
 /// Alerts published per round trip of confirms.
 const BATCH: usize = 64;
@@ -33,22 +35,9 @@ const DROP_DEADLINE: Duration = Duration::from_secs(5);
 pub trait Publisher: Send + 'static {
     /// Connects, or reconnects after a failure, and declares what it publishes to.
     fn connect(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send;
-    /// Publishes the alerts in order and returns once the broker confirmed every one of them,
-    /// with how many of them it could route to no subscriber (confirmed all the same).
-    fn publish(
-        &mut self,
-        alerts: &[Alert],
-    ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
-}
-
-/// What a spool has done, readable while it runs.
-#[derive(Debug, Default)]
-pub struct SpoolStats {
-    pub confirmed: AtomicU64,
-    pub failures: AtomicU64,
-    pub spooled: AtomicU64,
-    /// Confirmed alerts that reached no subscriber (a RabbitMQ exchange with no matching binding).
-    pub unroutable: AtomicU64,
+    /// Publishes the alerts in order and returns once the broker confirmed every one of them.
+    fn publish(&mut self, alerts: &[Alert])
+        -> impl Future<Output = Result<(), BrokerError>> + Send;
 }
 
 enum Cmd {
@@ -62,7 +51,8 @@ pub struct SpoolSink {
     /// Set by [`Sink::close`]: deliver until then. A channel of its own, so that closing never
     /// waits for room in a full spool.
     close: tokio::sync::watch::Sender<Option<Instant>>,
-    stats: Arc<SpoolStats>,
+    /// Alerts waiting for confirmation, readable while it runs.
+    spooled: Arc<AtomicU64>,
     link: Arc<Link>,
     thread: Option<JoinHandle<Vec<Alert>>>,
 }
@@ -77,13 +67,14 @@ impl SpoolSink {
     ) -> SpoolSink {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (close, deadline) = tokio::sync::watch::channel(None);
-        let stats = Arc::new(SpoolStats::default());
+        let spooled = Arc::new(AtomicU64::new(0));
         let delivery = Delivery {
+            name: name.to_string(),
             publisher,
             rx,
             deadline,
             capacity: capacity.max(1),
-            stats: stats.clone(),
+            spooled: spooled.clone(),
             link: link.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -100,14 +91,15 @@ impl SpoolSink {
             name: name.into(),
             tx: Some(tx),
             close,
-            stats,
+            spooled,
             link,
             thread: Some(thread),
         }
     }
 
-    pub fn stats(&self) -> Arc<SpoolStats> {
-        self.stats.clone()
+    /// Alerts waiting for the broker's confirmation.
+    pub fn spooled(&self) -> u64 {
+        self.spooled.load(Ordering::Relaxed)
     }
 
     /// Waits until every alert sent so far is confirmed, for at most `within`.
@@ -120,7 +112,7 @@ impl SpoolSink {
             sink: self.name.clone(),
             message: format!(
                 "{} alerts still unconfirmed after {within:?}",
-                self.stats.spooled.load(Ordering::Relaxed)
+                self.spooled()
             ),
         })
     }
@@ -149,13 +141,13 @@ impl Sink for SpoolSink {
     }
 
     fn summary(&self) -> Option<String> {
-        let s = &self.stats;
+        let r = crate::telemetry::registry();
         Some(format!(
             "{}: {} alerts confirmed, {} unroutable, {} failed attempts",
             self.name,
-            s.confirmed.load(Ordering::Relaxed),
-            s.unroutable.load(Ordering::Relaxed),
-            s.failures.load(Ordering::Relaxed)
+            r.get("alerts_confirmed", &self.name),
+            r.get("alerts_unroutable", &self.name),
+            r.get("broker_failures", self.link.name())
         ))
     }
 
@@ -175,7 +167,10 @@ impl Drop for SpoolSink {
                 .close(Instant::now() + DROP_DEADLINE)
                 .unwrap_or_default()
             {
-                tracing::error!(sink = %self.name, id = %a.id, alert = %a.to_json(), "alert not delivered");
+                emit(AlertUndelivered {
+                    sink: &self.name,
+                    id: &a.id,
+                });
             }
         }
     }
@@ -183,11 +178,12 @@ impl Drop for SpoolSink {
 
 /// The delivery thread's state.
 struct Delivery<P> {
+    name: String,
     publisher: P,
     rx: mpsc::Receiver<Cmd>,
     deadline: tokio::sync::watch::Receiver<Option<Instant>>,
     capacity: usize,
-    stats: Arc<SpoolStats>,
+    spooled: Arc<AtomicU64>,
     link: Arc<Link>,
 }
 
@@ -241,11 +237,12 @@ async fn bounded<F: Future>(
 impl<P: Publisher> Delivery<P> {
     async fn run(self) -> Vec<Alert> {
         let Delivery {
+            name,
             mut publisher,
             mut rx,
             mut deadline,
             capacity,
-            stats,
+            spooled,
             link,
         } = self;
         let mut intake = Intake {
@@ -271,9 +268,7 @@ impl<P: Publisher> Delivery<P> {
                     Err(mpsc::error::TryRecvError::Disconnected) => intake.take(None),
                 }
             }
-            stats
-                .spooled
-                .store(intake.spool.len() as u64, Ordering::Relaxed);
+            spooled.store(intake.spool.len() as u64, Ordering::Relaxed);
             if intake.spool.is_empty() {
                 intake.waiting.drain(..).for_each(|w| {
                     let _ = w.try_send(());
@@ -295,7 +290,6 @@ impl<P: Publisher> Delivery<P> {
                         link.up();
                     }
                     Some(Err(e)) => {
-                        stats.failures.fetch_add(1, Ordering::Relaxed);
                         link.down(&e);
                         let delay = backoff.next_delay();
                         pause(delay, &mut rx, &mut deadline, &mut intake, capacity).await;
@@ -312,14 +306,15 @@ impl<P: Publisher> Delivery<P> {
             let batch = &intake.spool.make_contiguous()[..n];
             match bounded(&mut deadline, false, publisher.publish(batch)).await {
                 None => return give_up(intake, rx),
-                Some(Ok(unroutable)) => {
+                Some(Ok(())) => {
                     intake.spool.drain(..n);
-                    stats.confirmed.fetch_add(n as u64, Ordering::Relaxed);
-                    stats.unroutable.fetch_add(unroutable, Ordering::Relaxed);
+                    emit(AlertsConfirmed {
+                        sink: &name,
+                        count: n as u64,
+                    });
                 }
                 Some(Err(e)) => {
                     connected = false;
-                    stats.failures.fetch_add(1, Ordering::Relaxed);
                     link.down(&e);
                     let delay = backoff.next_delay();
                     pause(delay, &mut rx, &mut deadline, &mut intake, capacity).await;
@@ -368,7 +363,7 @@ mod tests {
         async fn connect(&mut self) -> Result<(), BrokerError> {
             Ok(())
         }
-        async fn publish(&mut self, alerts: &[Alert]) -> Result<u64, BrokerError> {
+        async fn publish(&mut self, alerts: &[Alert]) -> Result<(), BrokerError> {
             self.calls += 1;
             if self.calls % 3 == 0 {
                 return Err("connection reset".into());
@@ -377,7 +372,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .extend(alerts.iter().map(|a| a.id.clone()));
-            Ok(0)
+            Ok(())
         }
     }
 
@@ -395,7 +390,7 @@ mod tests {
         let got = Arc::new(Mutex::new(Vec::new()));
         let mut sink = SpoolSink::start(
             "flaky",
-            Link::new("flaky"),
+            Link::new("flaky publisher"),
             Flaky {
                 calls: 0,
                 got: got.clone(),
@@ -406,14 +401,14 @@ mod tests {
             sink.send(&alert(i)).unwrap();
         }
         sink.flush(Duration::from_secs(10)).unwrap();
-        let stats = sink.stats();
         let undelivered = sink.close(Instant::now() + Duration::from_secs(1)).unwrap();
         assert!(undelivered.is_empty());
         let got = got.lock().unwrap();
         let want: Vec<String> = (0..500).map(|i| format!("a{i}")).collect();
         assert_eq!(*got, want);
-        assert_eq!(stats.confirmed.load(Ordering::Relaxed), 500);
-        assert!(stats.failures.load(Ordering::Relaxed) > 0);
+        let r = crate::telemetry::registry();
+        assert_eq!(r.get("alerts_confirmed", "flaky"), 500);
+        assert!(r.get("broker_failures", "flaky publisher") > 0);
     }
 
     /// A broker that never answers: the wrong password of a live run.
@@ -423,7 +418,7 @@ mod tests {
         async fn connect(&mut self) -> Result<(), BrokerError> {
             Err("ACCESS_REFUSED".into())
         }
-        async fn publish(&mut self, _: &[Alert]) -> Result<u64, BrokerError> {
+        async fn publish(&mut self, _: &[Alert]) -> Result<(), BrokerError> {
             unreachable!("never connected")
         }
     }
@@ -444,7 +439,8 @@ mod tests {
         );
         let ids: Vec<&str> = left.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["a0", "a1", "a2"]);
-        assert!(link.failures() > 0 && !link.reached());
+        assert!(crate::telemetry::registry().get("broker_failures", "refusing") > 0);
+        assert!(!link.reached());
     }
 
     #[test]

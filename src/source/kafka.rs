@@ -32,6 +32,8 @@ use crate::event::{parse_events, ErrorReason, LabelVec, ParseError, RawEvent};
 use crate::kafka::{create_topic, redact_error, KafkaConfig};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
+use crate::telemetry::emit;
+use crate::telemetry::events::{DeadLettered, OffsetsUnreadable};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages applied between two commits (at most; an idle moment commits too).
@@ -258,7 +260,10 @@ impl LagPoller {
             let committed = match client.committed_offsets(tpl.clone(), TIMEOUT) {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(group = g.name(), error = %redact_error(e, &self.cfg), "cannot read committed offsets");
+                    emit(OffsetsUnreadable {
+                        group: g.name(),
+                        error: redact_error(e, &self.cfg),
+                    });
                     continue;
                 }
             };
@@ -479,7 +484,11 @@ impl LiveSource for MetricsConsumer {
             }
             for e in &refused {
                 ingest.reject(e.reason);
-                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "refused metric message, dead-lettered");
+                emit(DeadLettered {
+                    source: m.topic(),
+                    position: &format!("partition {} offset {}", m.partition(), m.offset()),
+                    error: e,
+                });
                 self.dead_letter(&rt, &dlq, &m, e)?;
             }
             next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);

@@ -35,6 +35,8 @@ use crate::event::{parse_events, ErrorReason, LabelVec, RawEvent};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 use crate::rabbitmq::{connect, redact, RabbitConfig};
+use crate::telemetry::emit;
+use crate::telemetry::events::{DeadLettered, PassiveDeclareFailed};
 
 /// Deliveries acknowledged together, once applied.
 const ACK_EVERY: usize = 256;
@@ -366,7 +368,10 @@ impl QueuePoller {
                 }
                 Err(e) => {
                     // A failed passive declare closes the channel: reopen it for the next queue.
-                    tracing::warn!(queue = %name, error = %e, "passive declare failed");
+                    emit(PassiveDeclareFailed {
+                        queue: name,
+                        error: &e,
+                    });
                     self.amqp = None;
                     return Err(BrokerError::new(format!("queue {name}: {e}")));
                 }
@@ -509,7 +514,11 @@ impl MetricsConsumer {
         }
         for e in refused {
             ingest.reject(e.reason);
-            tracing::warn!(queue = %self.cfg.metrics_queue, delivery = d.delivery_tag, error = %e, "refused metric message, dead-lettered");
+            emit(DeadLettered {
+                source: &self.cfg.metrics_queue,
+                position: &format!("delivery {}", d.delivery_tag),
+                error: &e,
+            });
             let mut headers = FieldTable::default();
             headers.insert(
                 "x-mqwatch-error".into(),

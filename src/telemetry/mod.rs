@@ -1,7 +1,18 @@
-//! The engine's account of itself: what came in, what was refused and why, what was dropped.
+//! The engine's account of itself: what came in, what was refused and why, what was dropped, and
+//! what happened at the edges.
 //!
-//! Counters are plain integers owned by one thread each (a source's [`InputStats`], a worker's
-//! [`WorkerStats`]) and merged when reported, so counting costs nothing on the hot path.
+//! On the hot path, counters are plain integers owned by one thread each (a source's
+//! [`InputStats`], a worker's [`WorkerStats`]) and merged when reported, so counting costs
+//! nothing there. Everything else — a broker lost or back, a message refused and dead-lettered,
+//! an alert nobody's queue took — is an [`events`] struct whose `emit` writes one log line with
+//! fixed field names *and* bumps one counter in the process's [`Registry`], which the run summary
+//! prints from.
+
+pub mod events;
+mod registry;
+
+pub use events::emit;
+pub use registry::{registry, Registry};
 
 use std::fmt;
 
