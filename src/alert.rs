@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{AlertKind, Finding, Severity};
+use crate::config::AlertConfig;
+use crate::detect::{AlertKind, Detector, Finding, Severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -173,6 +174,52 @@ impl AlertTrack {
                 ))
             }
             (None, None) => None,
+        }
+    }
+}
+
+/// A detector together with the lifecycle of its alerts: what an entity holds for each thing it
+/// is judged on. `judge` runs the detector on one interval, lets a confirmation (the learned
+/// baseline) hold the finding back, and passes any alert update on.
+#[derive(Debug, Clone)]
+pub struct Judged<D> {
+    pub detector: D,
+    track: AlertTrack,
+}
+
+impl<D: Detector> Judged<D> {
+    pub fn new(detector: D, cfg: &AlertConfig) -> Self {
+        Judged {
+            detector,
+            track: AlertTrack::new(cfg.resolve_after_intervals),
+        }
+    }
+
+    /// Judges one closed interval ending at `now`.
+    pub fn judge(
+        &mut self,
+        now: i64,
+        entity: &Entity,
+        input: D::Input<'_>,
+        out: &mut impl FnMut(Alert),
+    ) {
+        self.judge_confirmed(now, entity, input, |f, _| f, out);
+    }
+
+    /// As [`judge`](Self::judge), with `confirm(finding, episode_open)` deciding whether a
+    /// finding stands.
+    pub fn judge_confirmed(
+        &mut self,
+        now: i64,
+        entity: &Entity,
+        input: D::Input<'_>,
+        confirm: impl FnOnce(Option<Finding>, bool) -> Option<Finding>,
+        out: &mut impl FnMut(Alert),
+    ) {
+        let finding = self.detector.on_interval(input);
+        let finding = confirm(finding, self.track.is_firing());
+        if let Some(a) = self.track.observe(now, entity, finding) {
+            out(a);
         }
     }
 }

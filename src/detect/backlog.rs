@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 
+use super::Detector;
 use super::{AlertKind, Finding, Severity};
 use crate::config::BacklogConfig;
 
@@ -62,8 +63,12 @@ impl BacklogDetector {
             active: false,
         }
     }
+}
 
-    pub fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {
+impl Detector for BacklogDetector {
+    type Input<'a> = BacklogInput;
+
+    fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {
         let now_rate = x.consumed / x.interval_secs;
         let rate = match self.rate {
             None => now_rate,

@@ -7,6 +7,7 @@
 //! baseline. While an episode is open the baseline stops learning, so a long incident cannot
 //! become the new normal.
 
+use super::Detector;
 use super::{robust_z, AlertKind, Finding, RobustHistory, Severity};
 use crate::config::LatencyConfig;
 use crate::window::IntervalQuantiles;
@@ -38,7 +39,16 @@ impl LatencyDetector {
         }
     }
 
-    pub fn on_interval(&mut self, q: Option<&IntervalQuantiles>) -> Option<Finding> {
+    fn learn(&mut self, x50: f64, x99: f64) {
+        self.p50.push(x50);
+        self.p99.push(x99);
+    }
+}
+
+impl Detector for LatencyDetector {
+    type Input<'a> = Option<&'a IntervalQuantiles>;
+
+    fn on_interval(&mut self, q: Option<&IntervalQuantiles>) -> Option<Finding> {
         let q = q.filter(|q| q.count >= MIN_COUNT)?;
         let (x50, x99) = (q.p50.max(1e-3).ln(), q.p99.max(1e-3).ln());
         if self.p99.len() < self.cfg.warmup_intervals {
@@ -93,11 +103,6 @@ impl LatencyDetector {
             detail: Vec::new(),
             context: Vec::new(),
         })
-    }
-
-    fn learn(&mut self, x50: f64, x99: f64) {
-        self.p50.push(x50);
-        self.p99.push(x99);
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use super::Detector;
 use super::{robust_z, AlertKind, Finding, RobustHistory, Severity};
 use crate::config::LevelConfig;
 
@@ -54,7 +55,46 @@ impl LevelDetector {
         }
     }
 
-    pub fn on_interval(&mut self, value: Option<f64>) -> Option<Finding> {
+    /// The surprise path: `Some(z of the recent mean surprise)` on the interval it crosses the
+    /// threshold (once per crossing).
+    fn surprised(&mut self, z: f64, jump: Option<f64>, min_scale: f64) -> Option<f64> {
+        let jumps = self.jumps.as_ref()?;
+        let zj = jump.map_or(0.0, |j| {
+            robust_z(j, jumps.median(), jumps.scale(), min_scale).abs()
+        });
+        let n = self.cfg.surprise_intervals;
+        let score = (z.abs() + zj).min(MAX_SURPRISE);
+        let s = &mut self.surprise;
+        if s.recent.len() == n {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(score);
+        let recent = s.recent.iter().sum::<f64>() / s.recent.len() as f64;
+        let zl = (recent - s.mean) / s.var.max(1e-6).sqrt();
+        let ready = s.seen >= SURPRISE_WARMUP;
+        s.seen += 1.0;
+        let alpha = (1.0 / s.seen).max(1.0 / self.cfg.history_intervals.max(1) as f64);
+        let d = score - s.mean;
+        s.mean += alpha * d;
+        s.var = (1.0 - alpha) * (s.var + alpha * d * d);
+        let over = ready && zl >= self.cfg.surprise_z_threshold;
+        let crossing = over && !s.fired;
+        s.fired = over;
+        crossing.then_some(zl)
+    }
+
+    fn learn(&mut self, x: f64, jump: Option<f64>) {
+        self.history.push(x);
+        if let (Some(jumps), Some(j)) = (self.jumps.as_mut(), jump) {
+            jumps.push(j);
+        }
+    }
+}
+
+impl Detector for LevelDetector {
+    type Input<'a> = Option<f64>;
+
+    fn on_interval(&mut self, value: Option<f64>) -> Option<Finding> {
         let x = value?;
         let jump = self.previous.map(|p| x - p);
         self.previous = Some(x);
@@ -98,41 +138,6 @@ impl LevelDetector {
             detail: Vec::new(),
             context: Vec::new(),
         })
-    }
-
-    /// The surprise path: `Some(z of the recent mean surprise)` on the interval it crosses the
-    /// threshold (once per crossing).
-    fn surprised(&mut self, z: f64, jump: Option<f64>, min_scale: f64) -> Option<f64> {
-        let jumps = self.jumps.as_ref()?;
-        let zj = jump.map_or(0.0, |j| {
-            robust_z(j, jumps.median(), jumps.scale(), min_scale).abs()
-        });
-        let n = self.cfg.surprise_intervals;
-        let score = (z.abs() + zj).min(MAX_SURPRISE);
-        let s = &mut self.surprise;
-        if s.recent.len() == n {
-            s.recent.pop_front();
-        }
-        s.recent.push_back(score);
-        let recent = s.recent.iter().sum::<f64>() / s.recent.len() as f64;
-        let zl = (recent - s.mean) / s.var.max(1e-6).sqrt();
-        let ready = s.seen >= SURPRISE_WARMUP;
-        s.seen += 1.0;
-        let alpha = (1.0 / s.seen).max(1.0 / self.cfg.history_intervals.max(1) as f64);
-        let d = score - s.mean;
-        s.mean += alpha * d;
-        s.var = (1.0 - alpha) * (s.var + alpha * d * d);
-        let over = ready && zl >= self.cfg.surprise_z_threshold;
-        let crossing = over && !s.fired;
-        s.fired = over;
-        crossing.then_some(zl)
-    }
-
-    fn learn(&mut self, x: f64, jump: Option<f64>) {
-        self.history.push(x);
-        if let (Some(jumps), Some(j)) = (self.jumps.as_mut(), jump) {
-            jumps.push(j);
-        }
     }
 }
 

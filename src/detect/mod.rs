@@ -5,6 +5,11 @@
 //! threads, clocks or I/O, so the same code runs live, in replay and in unit tests. Persistence
 //! (how many abnormal intervals make an alert) lives in the detector; the lifecycle of the alert
 //! (firing, updates, resolving) lives in [`crate::alert`].
+//!
+//! Every detector implements [`Detector`]: one closed interval of what it watches in, maybe a
+//! finding out. A new detector is a file here that implements it, a `mod` and `pub use` line
+//! below (the registry of detectors), and a [`crate::alert::Judged`] field in the entity of
+//! `pipeline/entity.rs` that feeds it; the compiler points to every place that must know it.
 
 mod backlog;
 mod baseline;
@@ -16,7 +21,7 @@ pub use backlog::{BacklogDetector, BacklogInput};
 pub use baseline::RobustHistory;
 pub use latency::{LatencyDetector, MIN_COUNT as LATENCY_MIN_COUNT};
 pub use level::LevelDetector;
-pub use stall::{GroupStallDetector, PartitionView, QueueStallDetector, QueueView};
+pub use stall::{GroupStallDetector, GroupView, PartitionView, QueueStallDetector, QueueView};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +51,14 @@ impl AlertKind {
 pub enum Severity {
     Warning,
     Critical,
+}
+
+/// The contract of every detector: judge one closed interval, answer with a [`Finding`] while
+/// the condition holds. Pure: no clock, no I/O; time comes from the input.
+pub trait Detector {
+    /// What it sees of one interval.
+    type Input<'a>;
+    fn on_interval(&mut self, input: Self::Input<'_>) -> Option<Finding>;
 }
 
 /// What a detector saw in one interval: enough to explain the alert on its own.

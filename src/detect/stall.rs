@@ -9,6 +9,7 @@
 //! RabbitMQ, per queue: ready messages and no consumers; or consumers that hold unacked messages
 //! without acking anything while the ready depth grows.
 
+use super::Detector;
 use super::{AlertKind, Finding, Severity};
 use crate::config::StallConfig;
 use crate::window::Gauge;
@@ -49,13 +50,27 @@ impl GroupStallDetector {
         };
         p.lag.is_some_and(|l| l > 0.0) && frozen >= limit.as_millis() as i64
     }
+}
 
-    pub fn on_interval(
-        &self,
-        group: &str,
-        parts: &[PartitionView],
-        members: &Gauge,
-    ) -> Option<Finding> {
+/// What a group's stall detector sees of one interval: every partition the group reads, and
+/// its membership.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupView<'a> {
+    pub group: &'a str,
+    pub partitions: &'a [PartitionView<'a>],
+    pub members: &'a Gauge,
+}
+
+impl Detector for GroupStallDetector {
+    type Input<'a> = GroupView<'a>;
+
+    fn on_interval(&mut self, view: GroupView<'_>) -> Option<Finding> {
+        let GroupView {
+            group,
+            partitions: parts,
+            members,
+        } = view;
+
         let total_lag: f64 = parts.iter().filter_map(|p| p.lag).sum();
         let no_members_for = match members.last {
             Some(s) if s.value == 0.0 => s.ts - members.changed_at,
@@ -169,7 +184,34 @@ impl QueueStallDetector {
         }
     }
 
-    pub fn on_interval(&mut self, q: &QueueView) -> Option<Finding> {
+    fn finding(&self, detector: &'static str, for_ms: i64, ready: f64, summary: String) -> Finding {
+        let critical = for_ms >= self.cfg.critical_after.as_millis() as i64;
+        Finding {
+            kind: AlertKind::ConsumerStall,
+            severity: if critical {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            detector,
+            metric: "rabbitmq_queue_messages_ready",
+            observed: ready,
+            expected: 0.0,
+            score: for_ms as f64 / 1000.0,
+            summary,
+            detail: Vec::new(),
+            context: vec![
+                ("ready_messages", ready),
+                ("stalled_seconds", for_ms as f64 / 1000.0),
+            ],
+        }
+    }
+}
+
+impl Detector for QueueStallDetector {
+    type Input<'a> = &'a QueueView;
+
+    fn on_interval(&mut self, q: &QueueView) -> Option<Finding> {
         let ready = q.ready.unwrap_or(0.0);
         let redelivered = q.redelivered.unwrap_or(0.0);
         if let Some((t, _)) = q.acks {
@@ -219,29 +261,6 @@ impl QueueStallDetector {
         }
         None
     }
-
-    fn finding(&self, detector: &'static str, for_ms: i64, ready: f64, summary: String) -> Finding {
-        let critical = for_ms >= self.cfg.critical_after.as_millis() as i64;
-        Finding {
-            kind: AlertKind::ConsumerStall,
-            severity: if critical {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            },
-            detector,
-            metric: "rabbitmq_queue_messages_ready",
-            observed: ready,
-            expected: 0.0,
-            score: for_ms as f64 / 1000.0,
-            summary,
-            detail: Vec::new(),
-            context: vec![
-                ("ready_messages", ready),
-                ("stalled_seconds", for_ms as f64 / 1000.0),
-            ],
-        }
-    }
 }
 
 /// What else the broker says about the consumers of a stuck queue, when it says it.
@@ -280,10 +299,16 @@ mod tests {
 
     #[test]
     fn the_stall_carries_message_lag_and_time_lag() {
-        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut d = GroupStallDetector::new(&StallConfig::default());
         let mut p = part("3", 900.0, 40 * S);
         p.lag_seconds = Some(61.0);
-        let f = d.on_interval("g", &[p], &members(4.0, 0)).expect("stalled");
+        let f = d
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &[p],
+                members: &members(4.0, 0),
+            })
+            .expect("stalled");
         assert!(
             f.summary.ends_with("with lag 900 (oldest waiting 61 s)"),
             "{}",
@@ -299,14 +324,20 @@ mod tests {
 
     #[test]
     fn stalls_when_committed_offset_freezes_with_lag() {
-        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut d = GroupStallDetector::new(&StallConfig::default());
         let m = members(4.0, 0);
         let parts = [
             part("0", 10.0, 100 * S),
             part("3", 900.0, 50 * S),
             part("7", 400.0, 40 * S),
         ];
-        let f = d.on_interval("auth", &parts, &m).expect("stalled");
+        let f = d
+            .on_interval(GroupView {
+                group: "auth",
+                partitions: &parts,
+                members: &m,
+            })
+            .expect("stalled");
         assert_eq!(f.detail, vec![("partitions", "3,7".to_string())]);
         assert_eq!(f.observed, 1300.0);
         assert_eq!(f.severity, Severity::Warning);
@@ -314,47 +345,87 @@ mod tests {
 
     #[test]
     fn zero_lag_or_a_short_freeze_is_fine() {
-        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut d = GroupStallDetector::new(&StallConfig::default());
         let m = members(4.0, 0);
-        assert!(d.on_interval("g", &[part("0", 0.0, 0)], &m).is_none());
         assert!(d
-            .on_interval("g", &[part("0", 500.0, 70 * S)], &m)
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &[part("0", 0.0, 0)],
+                members: &m
+            })
+            .is_none());
+        assert!(d
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &[part("0", 500.0, 70 * S)],
+                members: &m
+            })
             .is_none());
     }
 
     #[test]
     fn a_gap_in_samples_is_not_a_freeze() {
-        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut d = GroupStallDetector::new(&StallConfig::default());
         let mut p = part("0", 500.0, 70 * S);
         p.seen_at = 80 * S; // nothing heard since: the freeze is only 10 s long as far as we know
-        assert!(d.on_interval("g", &[p], &members(4.0, 0)).is_none());
+        assert!(d
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &[p],
+                members: &members(4.0, 0)
+            })
+            .is_none());
     }
 
     #[test]
     fn lag_without_committed_offsets_is_never_a_stall() {
-        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut d = GroupStallDetector::new(&StallConfig::default());
         let mut p = part("0", 500.0, 90 * S);
         p.seen_at = i64::MIN;
-        assert!(d.on_interval("g", &[p], &members(4.0, 0)).is_none());
+        assert!(d
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &[p],
+                members: &members(4.0, 0)
+            })
+            .is_none());
     }
 
     #[test]
     fn a_rebalance_gets_more_time() {
-        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut d = GroupStallDetector::new(&StallConfig::default());
         let mut p = part("0", 500.0, 0);
         p.seen_at = 60 * S;
-        assert!(d.on_interval("g", &[p], &members(3.0, 20 * S)).is_none());
+        assert!(d
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &[p],
+                members: &members(3.0, 20 * S)
+            })
+            .is_none());
         p.seen_at = 130 * S;
-        assert!(d.on_interval("g", &[p], &members(3.0, 20 * S)).is_some());
+        assert!(d
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &[p],
+                members: &members(3.0, 20 * S)
+            })
+            .is_some());
     }
 
     #[test]
     fn a_group_without_members_is_stopped_and_critical() {
-        let d = GroupStallDetector::new(&StallConfig::default());
+        let mut d = GroupStallDetector::new(&StallConfig::default());
         let parts = [part("0", 50.0, 90 * S), part("1", 60.0, 90 * S)];
         let mut m = members(0.0, 60 * S);
         m.update(100 * S, 0.0);
-        let f = d.on_interval("g", &parts, &m).expect("stopped");
+        let f = d
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &parts,
+                members: &m,
+            })
+            .expect("stopped");
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.detector, "group_stopped");
         assert_eq!(f.detail[0].1, "0,1");

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::alert::{Alert, AlertTrack, Entity};
+use crate::alert::{Alert, Entity, Judged};
 use crate::config::DetectorConfig;
 use crate::detect::{
-    BacklogDetector, BacklogInput, GroupStallDetector, LatencyDetector, LevelDetector,
+    BacklogDetector, BacklogInput, GroupStallDetector, GroupView, LatencyDetector, LevelDetector,
     PartitionView, QueueStallDetector, QueueView,
 };
 use crate::learn::{LearnedTrack, Raw};
@@ -52,10 +52,8 @@ pub struct KafkaGroup {
     pub members: Gauge,
     /// Whether any lag or committed offset arrived during the open interval.
     pub fresh: bool,
-    stall: GroupStallDetector,
-    backlog: BacklogDetector,
-    stall_track: AlertTrack,
-    backlog_track: AlertTrack,
+    stall: Judged<GroupStallDetector>,
+    backlog: Judged<BacklogDetector>,
     learned: LearnedTrack,
 }
 
@@ -74,10 +72,8 @@ impl KafkaGroup {
             partitions: Vec::new(),
             members: Gauge::default(),
             fresh: false,
-            stall: GroupStallDetector::new(&cfg.stall),
-            backlog: BacklogDetector::new(&cfg.backlog),
-            stall_track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
-            backlog_track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
+            stall: Judged::new(GroupStallDetector::new(&cfg.stall), &cfg.alerts),
+            backlog: Judged::new(BacklogDetector::new(&cfg.backlog), &cfg.alerts),
             learned,
         }
     }
@@ -127,34 +123,38 @@ impl KafkaGroup {
         let progressing = || {
             views
                 .iter()
-                .filter(|v| !self.stall.partition_stalled(v, &self.members))
+                .filter(|v| !self.stall.detector.partition_stalled(v, &self.members))
         };
         let backlog: f64 = progressing().filter_map(|v| v.lag).sum();
         let time_lag = progressing().filter_map(|v| v.lag_seconds).reduce(f64::max);
-        let stall = self.stall.on_interval(&self.group, &views, &self.members);
-        let growth = self.backlog.on_interval(BacklogInput {
+        let raw = self.fresh.then(|| Raw::KafkaGroup {
+            backlog: views.iter().filter_map(|v| v.lag).sum(),
+            consume_rate: consumed / interval_secs,
+            members: self.members.value().unwrap_or(0.0),
+        });
+        let group = GroupView {
+            group: &self.group,
+            partitions: &views,
+            members: &self.members,
+        };
+        self.stall.judge(now, &self.entity, group, out);
+        let input = BacklogInput {
             now,
             backlog,
             fresh: self.fresh,
             consumed,
             interval_secs,
             time_lag,
-        });
-        let raw = self.fresh.then(|| Raw::KafkaGroup {
-            backlog: views.iter().filter_map(|v| v.lag).sum(),
-            consume_rate: consumed / interval_secs,
-            members: self.members.value().unwrap_or(0.0),
-        });
-        let growth = self.learned.judge(
+        };
+        let (learned, entity) = (&mut self.learned, &self.entity);
+        self.backlog.judge_confirmed(
             now,
-            &self.entity,
-            raw,
-            growth,
-            self.backlog_track.is_firing(),
+            entity,
+            input,
+            |f, firing| learned.judge(now, entity, raw, f, firing),
+            out,
         );
         self.fresh = false;
-        emit(&mut self.stall_track, now, &self.entity, stall, out);
-        emit(&mut self.backlog_track, now, &self.entity, growth, out);
     }
 }
 
@@ -181,10 +181,8 @@ pub struct RabbitQueue {
     pub redelivered: Counter,
     pub utilisation: Gauge,
     pub fresh: bool,
-    stall: QueueStallDetector,
-    backlog: BacklogDetector,
-    stall_track: AlertTrack,
-    backlog_track: AlertTrack,
+    stall: Judged<QueueStallDetector>,
+    backlog: Judged<BacklogDetector>,
     learned: LearnedTrack,
 }
 
@@ -201,10 +199,8 @@ impl RabbitQueue {
             redelivered: Counter::default(),
             utilisation: Gauge::default(),
             fresh: false,
-            stall: QueueStallDetector::new(&cfg.stall),
-            backlog: BacklogDetector::new(&cfg.backlog),
-            stall_track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
-            backlog_track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
+            stall: Judged::new(QueueStallDetector::new(&cfg.stall), &cfg.alerts),
+            backlog: Judged::new(BacklogDetector::new(&cfg.backlog), &cfg.alerts),
             learned,
         }
     }
@@ -245,39 +241,37 @@ impl RabbitQueue {
             redelivered: self.redelivered.gauge.value(),
             utilisation: self.utilisation.value(),
         };
-        let stall = self.stall.on_interval(&view);
-        let growth = self.backlog.on_interval(BacklogInput {
+        self.stall.judge(now, &self.entity, &view, out);
+        let input = BacklogInput {
             now,
             backlog: view.ready.unwrap_or(0.0),
             fresh: self.fresh,
             consumed,
             interval_secs,
             time_lag: None,
-        });
+        };
         let raw = self.fresh.then(|| Raw::RabbitQueue {
             ready: view.ready.unwrap_or(0.0),
             unacked: view.unacked.unwrap_or(0.0),
             ack_rate: consumed / interval_secs,
             consumers: self.consumers.value().unwrap_or(0.0),
         });
-        let growth = self.learned.judge(
+        let (learned, entity) = (&mut self.learned, &self.entity);
+        self.backlog.judge_confirmed(
             now,
-            &self.entity,
-            raw,
-            growth,
-            self.backlog_track.is_firing(),
+            entity,
+            input,
+            |f, firing| learned.judge(now, entity, raw, f, firing),
+            out,
         );
         self.fresh = false;
-        emit(&mut self.stall_track, now, &self.entity, stall, out);
-        emit(&mut self.backlog_track, now, &self.entity, growth, out);
     }
 }
 
 pub struct LatencySeries {
     pub entity: Arc<Entity>,
     pub window: LatencyWindow,
-    detector: LatencyDetector,
-    track: AlertTrack,
+    latency: Judged<LatencyDetector>,
     learned: LearnedTrack,
 }
 
@@ -289,25 +283,28 @@ impl LatencySeries {
                 cfg.latency.window_intervals,
                 cfg.latency.significant_digits,
             ),
-            detector: LatencyDetector::new(&cfg.latency),
-            track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
+            latency: Judged::new(LatencyDetector::new(&cfg.latency), &cfg.alerts),
             learned,
         }
     }
 
     pub fn close(&mut self, now: i64, slot: i64, out: &mut impl FnMut(Alert)) {
         let q = self.window.interval(slot);
-        let finding = self.detector.on_interval(q.as_ref());
         let raw = q
+            .as_ref()
             .filter(|q| q.count >= crate::detect::LATENCY_MIN_COUNT)
             .map(|q| Raw::Latency {
                 p50: q.p50,
                 p99: q.p99,
             });
-        let finding = self
-            .learned
-            .judge(now, &self.entity, raw, finding, self.track.is_firing());
-        emit(&mut self.track, now, &self.entity, finding, out);
+        let (learned, entity) = (&mut self.learned, &self.entity);
+        self.latency.judge_confirmed(
+            now,
+            entity,
+            q.as_ref(),
+            |f, firing| learned.judge(now, entity, raw, f, firing),
+            out,
+        );
     }
 }
 
@@ -315,8 +312,7 @@ pub struct GenericSeries {
     pub entity: Arc<Entity>,
     pub gauge: Gauge,
     pub fresh: bool,
-    detector: LevelDetector,
-    track: AlertTrack,
+    level: Judged<LevelDetector>,
 }
 
 impl GenericSeries {
@@ -325,27 +321,13 @@ impl GenericSeries {
             entity,
             gauge: Gauge::default(),
             fresh: false,
-            detector: LevelDetector::new(&cfg.level),
-            track: AlertTrack::new(cfg.alerts.resolve_after_intervals),
+            level: Judged::new(LevelDetector::new(&cfg.level), &cfg.alerts),
         }
     }
 
     pub fn close(&mut self, now: i64, out: &mut impl FnMut(Alert)) {
         let value = if self.fresh { self.gauge.value() } else { None };
         self.fresh = false;
-        let finding = self.detector.on_interval(value);
-        emit(&mut self.track, now, &self.entity, finding, out);
-    }
-}
-
-fn emit(
-    track: &mut AlertTrack,
-    now: i64,
-    entity: &Entity,
-    f: Option<crate::detect::Finding>,
-    out: &mut impl FnMut(Alert),
-) {
-    if let Some(a) = track.observe(now, entity, f) {
-        out(a);
+        self.level.judge(now, &self.entity, value, out);
     }
 }
