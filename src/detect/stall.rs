@@ -38,7 +38,9 @@ impl GroupStallDetector {
         GroupStallDetector { cfg: cfg.clone() }
     }
 
-    /// Whether this partition counts as stalled now (also used to keep it out of backlog totals).
+    /// Rule 1 — a partition with lag whose committed offset has been frozen for `stall_after`
+    /// (`stall_after_rebalance` if the membership changed meanwhile) is stalled. Also used to
+    /// keep stalled partitions out of backlog totals.
     pub fn partition_stalled(&self, p: &PartitionView, members: &Gauge) -> bool {
         // Without committed offsets (seen_at is MIN) nothing can be judged frozen.
         let frozen = p.seen_at.saturating_sub(p.progress_at);
@@ -49,6 +51,20 @@ impl GroupStallDetector {
             self.cfg.stall_after
         };
         p.lag.is_some_and(|l| l > 0.0) && frozen >= limit.as_millis() as i64
+    }
+
+    /// Rule 2 — a group with no members for `no_members_after` while it has lag is stopped.
+    /// `memberless_ms` is how long it has had none ([`memberless_for`]).
+    fn group_stopped(&self, memberless_ms: i64, total_lag: f64) -> bool {
+        memberless_ms >= self.cfg.no_members_after.as_millis() as i64 && total_lag > 0.0
+    }
+}
+
+/// How long a group has had no members, or -1 while it has some (or nobody said).
+fn memberless_for(members: &Gauge) -> i64 {
+    match members.last {
+        Some(s) if s.value == 0.0 => s.ts - members.changed_at,
+        _ => -1,
     }
 }
 
@@ -72,12 +88,8 @@ impl Detector for GroupStallDetector {
         } = view;
 
         let total_lag: f64 = parts.iter().filter_map(|p| p.lag).sum();
-        let no_members_for = match members.last {
-            Some(s) if s.value == 0.0 => s.ts - members.changed_at,
-            _ => -1,
-        };
-        let stopped =
-            no_members_for >= self.cfg.no_members_after.as_millis() as i64 && total_lag > 0.0;
+        let no_members_for = memberless_for(members);
+        let stopped = self.group_stopped(no_members_for, total_lag);
         let mut stalled: smallvec::SmallVec<[&PartitionView; 16]> = parts
             .iter()
             .filter(|p| {
@@ -184,6 +196,27 @@ impl QueueStallDetector {
         }
     }
 
+    /// Rule 3 — a queue with ready messages and no consumers for `no_consumers_after` is
+    /// stalled; returns for how long.
+    fn no_consumers(&self, q: &QueueView, ready: f64) -> Option<i64> {
+        if q.consumers.value() != Some(0.0) || ready <= 0.0 {
+            return None;
+        }
+        let for_ms = q.consumers.last.map_or(0, |s| s.ts) - q.consumers.changed_at;
+        (for_ms >= self.cfg.no_consumers_after.as_millis() as i64).then_some(for_ms)
+    }
+
+    /// Rule 4 — consumers that hold unacked messages and have acked nothing for `no_acks_after`
+    /// while the ready depth grew are stuck (a poison message, a lock); returns for how long.
+    fn unacked_stuck(&self, q: &QueueView, ready: f64, unacked: f64, last: LastAck) -> Option<i64> {
+        if q.consumers.value().unwrap_or(0.0) <= 0.0 {
+            return None;
+        }
+        let for_ms = q.acks.map_or(0, |(_, seen)| seen) - last.at;
+        (unacked > 0.0 && ready > last.ready && for_ms >= self.cfg.no_acks_after.as_millis() as i64)
+            .then_some(for_ms)
+    }
+
     fn finding(&self, detector: &'static str, for_ms: i64, ready: f64, summary: String) -> Finding {
         let critical = for_ms >= self.cfg.critical_after.as_millis() as i64;
         Finding {
@@ -223,31 +256,21 @@ impl Detector for QueueStallDetector {
                 });
             }
         }
-        let consumers = q.consumers.value();
-        if consumers == Some(0.0) && ready > 0.0 {
-            let for_ms = q.consumers.last.map_or(0, |s| s.ts) - q.consumers.changed_at;
-            if for_ms >= self.cfg.no_consumers_after.as_millis() as i64 {
-                return Some(self.finding(
-                    "no_consumers",
-                    for_ms,
-                    ready,
-                    format!(
-                        "no consumers for {} s while {ready:.0} messages are ready",
-                        for_ms / 1000
-                    ),
-                ));
-            }
+        if let Some(for_ms) = self.no_consumers(q, ready) {
+            return Some(self.finding(
+                "no_consumers",
+                for_ms,
+                ready,
+                format!(
+                    "no consumers for {} s while {ready:.0} messages are ready",
+                    for_ms / 1000
+                ),
+            ));
         }
         let unacked = q.unacked.unwrap_or(0.0);
-        let (Some(last), true) = (self.at_last_ack, consumers.unwrap_or(0.0) > 0.0) else {
-            return None;
-        };
+        let last = self.at_last_ack?;
         let ready_then = last.ready;
-        let for_ms = q.acks.map_or(0, |(_, seen)| seen) - last.at;
-        if unacked > 0.0
-            && ready > ready_then
-            && for_ms >= self.cfg.no_acks_after.as_millis() as i64
-        {
+        if let Some(for_ms) = self.unacked_stuck(q, ready, unacked, last) {
             return Some(self.finding(
                 "unacked_stuck",
                 for_ms,
