@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::event::{parse_events, ErrorReason, InputError, Location, ParseError};
+use crate::event::{InputError, Location};
 use crate::pipeline::Ingest;
 
 /// What to do on a refused line: go on (it is counted and reported) or stop the run.
@@ -147,24 +147,9 @@ fn apply<R: FnMut(&InputError)>(
     bytes: &[u8],
     at: &dyn std::fmt::Display,
 ) -> Result<(), LineError> {
-    let mut refused = Vec::new();
-    match std::str::from_utf8(bytes) {
-        Err(e) => refused.push(ParseError::new(
-            ErrorReason::NotJson,
-            format!("not UTF-8: {e}"),
-        )),
-        Ok(text) => parse_events(text, |r| match r {
-            // In stop mode nothing after the first refusal is applied.
-            Ok(ev) if refused.is_empty() || ctx.on_error == OnError::Continue => {
-                ctx.ingest.push(&ev)
-            }
-            Ok(_) => {}
-            Err(e) => refused.push(e),
-        }),
-    }
+    let refused = super::decode(bytes, ctx.ingest, ctx.on_error == OnError::Stop);
     let mut first = None;
     for error in refused {
-        ctx.ingest.reject(error.reason);
         let e = InputError {
             location: Location {
                 source: ctx.name.to_string(),

@@ -28,7 +28,7 @@ use regex::Regex;
 
 use super::rabbitmq::now_ms;
 use super::LiveSource;
-use crate::event::{parse_events, ErrorReason, LabelVec, ParseError, RawEvent};
+use crate::event::{ErrorReason, LabelVec, ParseError, RawEvent};
 use crate::kafka::{create_topic, redact_error, KafkaConfig};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
@@ -470,20 +470,14 @@ impl LiveSource for MetricsConsumer {
                     continue;
                 }
             };
-            let mut refused = Vec::new();
-            match m.payload().map(std::str::from_utf8) {
-                Some(Ok(text)) => parse_events(text, |r| match r {
-                    Ok(ev) => ingest.push(&ev),
-                    Err(e) => refused.push(e),
-                }),
-                Some(Err(e)) => refused.push(ParseError::new(
-                    ErrorReason::NotJson,
-                    format!("not UTF-8: {e}"),
-                )),
-                None => refused.push(ParseError::new(ErrorReason::NotJson, "empty message")),
-            }
+            let refused = match m.payload() {
+                Some(payload) => super::decode(payload, ingest, false),
+                None => {
+                    ingest.reject(ErrorReason::NotJson);
+                    vec![ParseError::new(ErrorReason::NotJson, "empty message")]
+                }
+            };
             for e in &refused {
-                ingest.reject(e.reason);
                 emit(DeadLettered {
                     source: m.topic(),
                     position: &format!("partition {} offset {}", m.partition(), m.offset()),

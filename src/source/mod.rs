@@ -1,6 +1,6 @@
-//! Sources: where metric events come from. Each parses payloads with [`crate::event`], pushes
-//! events into its own [`crate::pipeline::Ingest`] handle, and reports refused input with its
-//! location. Files are read to the end; live sources ([`LiveSource`]) run until stopped.
+//! Sources: where metric events come from. Each decodes payloads with [`decode`] (the wire
+//! format of [`crate::event`]), pushes events into its own [`crate::pipeline::Ingest`] handle,
+//! and reports refused input with its location. Files are read to the end; live sources ([`LiveSource`]) run until stopped.
 
 pub mod file;
 pub mod kafka;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 pub use file::{FileSource, OnError};
 
+use crate::event::{parse_events, ErrorReason, ParseError};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 
@@ -20,4 +21,27 @@ pub trait LiveSource: Send {
     /// The connection it reports each attempt to: where it reads from, reached or not.
     fn link(&self) -> Arc<Link>;
     fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError>;
+}
+
+/// The one decoder every source uses: one payload (a line, a message) in the wire format. Every
+/// event parsed goes into the pipeline; every refusal is counted by reason and handed back for
+/// the source to report (files, with the line) or dead-letter (brokers). With `stop_at_first`,
+/// nothing after the first refusal is applied. Allocates only when something is refused.
+pub fn decode(payload: &[u8], ingest: &mut Ingest, stop_at_first: bool) -> Vec<ParseError> {
+    let mut refused = Vec::new();
+    match std::str::from_utf8(payload) {
+        Err(e) => refused.push(ParseError::new(
+            ErrorReason::NotJson,
+            format!("not UTF-8: {e}"),
+        )),
+        Ok(text) => parse_events(text, |r| match r {
+            Ok(ev) if refused.is_empty() || !stop_at_first => ingest.push(&ev),
+            Ok(_) => {}
+            Err(e) => refused.push(e),
+        }),
+    }
+    for e in &refused {
+        ingest.reject(e.reason);
+    }
+    refused
 }

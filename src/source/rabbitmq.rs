@@ -31,7 +31,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::LiveSource;
-use crate::event::{parse_events, ErrorReason, LabelVec, RawEvent};
+use crate::event::{LabelVec, RawEvent};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 use crate::rabbitmq::{connect, redact, RabbitConfig};
@@ -501,19 +501,8 @@ impl MetricsConsumer {
         ingest: &mut Ingest,
         dlx: &Channel,
     ) -> Result<(), BrokerError> {
-        let mut refused = Vec::new();
-        match std::str::from_utf8(&d.data) {
-            Ok(text) => parse_events(text, |r| match r {
-                Ok(ev) => ingest.push(&ev),
-                Err(e) => refused.push(e),
-            }),
-            Err(e) => refused.push(crate::event::ParseError::new(
-                ErrorReason::NotJson,
-                format!("not UTF-8: {e}"),
-            )),
-        }
+        let refused = super::decode(&d.data, ingest, false);
         for e in refused {
-            ingest.reject(e.reason);
             emit(DeadLettered {
                 source: &self.cfg.metrics_queue,
                 position: &format!("delivery {}", d.delivery_tag),
