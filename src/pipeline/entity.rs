@@ -331,3 +331,78 @@ impl GenericSeries {
         self.level.judge(now, &self.entity, value, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::AlertState;
+    use crate::detect::AlertKind;
+
+    const S: i64 = 1000;
+
+    fn group() -> (KafkaTopic, KafkaGroup) {
+        let entity = Entity::new(
+            vec![
+                ("topic".into(), "pay".into()),
+                ("consumergroup".into(), "auth".into()),
+            ],
+            "pay/auth".into(),
+        );
+        let cfg = DetectorConfig::default();
+        let learned = LearnedTrack::new(None, None, 120_000);
+        (
+            KafkaTopic::default(),
+            KafkaGroup::new(0, entity, "auth", &cfg, learned),
+        )
+    }
+
+    /// One 10 s interval: partition 0 keeps committing, partition 1 commits only while `p1_moves`.
+    fn interval(topic: &mut KafkaTopic, g: &mut KafkaGroup, n: i64, p1_moves: bool) {
+        let ts = n * 10 * S;
+        g.members.update(ts, 2.0);
+        for (label, moves) in [("0", true), ("1", p1_moves)] {
+            let i = g.partition_index(topic, label) as usize;
+            let end = 1000.0 * n as f64 + 100.0;
+            let tp = g.partitions[i].topic_partition as usize;
+            topic.partitions[tp].1.update(ts, end);
+            let committed = if moves { end - 50.0 } else { 1000.0 * 6.0 };
+            g.partitions[i].committed.update(ts, committed);
+            g.partitions[i].lag.update(ts, end - committed);
+        }
+        g.fresh = true;
+    }
+
+    #[test]
+    fn a_group_with_one_frozen_partition_raises_one_stall_naming_it_then_resolves() {
+        let (mut topic, mut g) = group();
+        let mut alerts = Vec::new();
+        for n in 0..40 {
+            interval(&mut topic, &mut g, n, !(6..20).contains(&n));
+            g.close(n * 10 * S, 10.0, &topic, &mut |a| alerts.push(a));
+        }
+        let stalls: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == AlertKind::ConsumerStall)
+            .collect();
+        assert!(!stalls.is_empty(), "no stall: {alerts:?}");
+        assert!(stalls.iter().all(|a| a.id == stalls[0].id), "one episode");
+        assert_eq!(stalls[0].state, AlertState::Firing);
+        assert_eq!(stalls[0].labels["partitions"], "1");
+        assert_eq!(stalls.last().unwrap().state, AlertState::Resolved);
+        assert!(
+            alerts.iter().all(|a| a.kind == AlertKind::ConsumerStall),
+            "the frozen partition's lag must not count as backlog growth: {alerts:?}"
+        );
+    }
+
+    #[test]
+    fn a_healthy_group_raises_nothing() {
+        let (mut topic, mut g) = group();
+        let mut alerts = Vec::new();
+        for n in 0..60 {
+            interval(&mut topic, &mut g, n, true);
+            g.close(n * 10 * S, 10.0, &topic, &mut |a| alerts.push(a));
+        }
+        assert!(alerts.is_empty(), "{alerts:?}");
+    }
+}
