@@ -132,6 +132,7 @@ pub fn replay(
     let delivered = delivery.join().expect("alert delivery thread panicked");
     read?;
     let delivered = delivered?;
+    crate::telemetry::record_run(&input, &workers);
     Ok(ReplayReport {
         input,
         workers,
@@ -255,6 +256,7 @@ pub fn live(
     }
     let workers = pipeline.finish();
     let delivered = delivery.join().expect("alert delivery thread panicked")?;
+    crate::telemetry::record_run(&input, &workers);
     if let Some(tried) = unreachable {
         for (sink, alerts) in &delivered.undelivered {
             for a in alerts {

@@ -170,11 +170,9 @@ pub fn print_summary(r: &ReplayReport) {
         eprintln!("interrupted: the summary covers the input read until then");
     }
     eprintln!(
-        "{}; {} series ({} KiB of latency histograms), {} late; {} alert updates; {:.2} s, {:.0} events/s",
-        r.input,
-        r.workers.series,
+        "{} ({} KiB of latency histograms); {} alert updates; {:.2} s, {:.0} events/s",
+        crate::telemetry::input_summary(),
         r.workers.histogram_bytes / 1024,
-        r.workers.late,
         r.alert_updates,
         r.elapsed.as_secs_f64(),
         r.events_per_sec()

@@ -40,10 +40,8 @@ pub fn run(s: &Session, a: Args) -> Result<(), CmdError> {
     let count = |name: &str| edges.get(name).copied().unwrap_or(0);
     let (failures, outages) = (count("broker_failures"), count("broker_outages"));
     eprintln!(
-        "{}; {} series, {} late; {} alert updates; {failures} failed broker attempts, {outages} lost connections; {:.0} s",
-        report.input,
-        report.workers.series,
-        report.workers.late,
+        "{}; {} alert updates; {failures} failed broker attempts, {outages} lost connections; {:.0} s",
+        crate::telemetry::input_summary(),
         report.alert_updates,
         report.elapsed.as_secs_f64()
     );

@@ -14,7 +14,54 @@ mod registry;
 pub use events::emit;
 pub use registry::{registry, Registry};
 
-use std::fmt;
+/// Adds a finished run's hot-path counts to the registry, so that the summary (and anything
+/// else that reads the registry) sees them beside the edge events.
+pub fn record_run(input: &InputStats, workers: &WorkerStats) {
+    let r = registry();
+    r.add("events_accepted", "", input.events);
+    for (reason, n) in input.error_counts() {
+        r.add("events_refused", reason.as_str(), n);
+    }
+    r.add("dropped_backpressure", "", input.dropped_backpressure);
+    r.add("samples_late", "", workers.late);
+    r.add("series", "", workers.series);
+    r.add("intervals_judged", "", workers.intervals_closed);
+}
+
+/// The run's account in one line, from the registry: events accepted and refused (by reason),
+/// dropped, series and late samples.
+pub fn input_summary() -> String {
+    use std::fmt::Write;
+    let r = registry();
+    let refused: Vec<(String, u64)> = r
+        .snapshot()
+        .into_iter()
+        .filter(|(name, _, n)| *name == "events_refused" && *n > 0)
+        .map(|(_, reason, n)| (reason, n))
+        .collect();
+    let total: u64 = refused.iter().map(|(_, n)| n).sum();
+    let mut out = format!(
+        "{} events accepted, {total} refused",
+        r.get("events_accepted", "")
+    );
+    // In the order of ErrorReason, as the per-run stats print them.
+    for reason in ErrorReason::ALL {
+        if let Some((_, n)) = refused.iter().find(|(r, _)| r == reason.as_str()) {
+            let _ = write!(out, ", {reason}: {n}");
+        }
+    }
+    let dropped = r.get("dropped_backpressure", "");
+    if dropped > 0 {
+        let _ = write!(out, ", dropped by backpressure: {dropped}");
+    }
+    let _ = write!(
+        out,
+        "; {} series, {} late",
+        r.get("series", ""),
+        r.get("samples_late", "")
+    );
+    out
+}
 
 use crate::event::ErrorReason;
 
@@ -90,27 +137,5 @@ impl WorkerStats {
         self.entities += o.entities;
         self.intervals_closed = self.intervals_closed.max(o.intervals_closed);
         self.histogram_bytes += o.histogram_bytes;
-    }
-}
-
-impl fmt::Display for InputStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} events accepted, {} refused",
-            self.events,
-            self.total_errors()
-        )?;
-        for (r, n) in self.error_counts() {
-            write!(f, ", {r}: {n}")?;
-        }
-        if self.dropped_backpressure > 0 {
-            write!(
-                f,
-                ", dropped by backpressure: {}",
-                self.dropped_backpressure
-            )?;
-        }
-        Ok(())
     }
 }
