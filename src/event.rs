@@ -104,6 +104,24 @@ impl fmt::Display for SeriesKey {
     }
 }
 
+/// The well-known metric names, spelled once: sources emit them, [`Family::of`] recognises them.
+pub mod names {
+    pub const KAFKA_LOG_END_OFFSET: &str = "kafka_topic_partition_current_offset";
+    pub const KAFKA_COMMITTED_OFFSET: &str = "kafka_consumergroup_current_offset";
+    pub const KAFKA_LAG: &str = "kafka_consumergroup_lag";
+    pub const KAFKA_LAG_SECONDS: &str = "kafka_consumergroup_lag_seconds";
+    pub const KAFKA_MEMBERS: &str = "kafka_consumergroup_members";
+    pub const RABBIT_READY: &str = "rabbitmq_queue_messages_ready";
+    pub const RABBIT_UNACKED: &str = "rabbitmq_queue_messages_unacked";
+    pub const RABBIT_CONSUMERS: &str = "rabbitmq_queue_consumers";
+    pub const RABBIT_PUBLISHED: &str = "rabbitmq_queue_messages_published_total";
+    pub const RABBIT_DELIVERED: &str = "rabbitmq_queue_messages_delivered_total";
+    pub const RABBIT_ACKED: &str = "rabbitmq_queue_messages_acked_total";
+    pub const RABBIT_REDELIVERED: &str = "rabbitmq_queue_messages_redelivered_total";
+    pub const RABBIT_UTILISATION: &str = "rabbitmq_queue_consumer_utilisation";
+    pub const LATENCY: &str = "message_latency_ms";
+}
+
 /// What a series means to the engine, from its well-known name (the Prometheus exporters' names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -127,21 +145,43 @@ pub enum Family {
 impl Family {
     pub fn of(name: &str) -> Family {
         match name {
-            "kafka_topic_partition_current_offset" => Family::KafkaLogEndOffset,
-            "kafka_consumergroup_current_offset" => Family::KafkaCommittedOffset,
-            "kafka_consumergroup_lag" => Family::KafkaLag,
-            "kafka_consumergroup_lag_seconds" => Family::KafkaLagSeconds,
-            "kafka_consumergroup_members" => Family::KafkaMembers,
-            "rabbitmq_queue_messages_ready" => Family::RabbitReady,
-            "rabbitmq_queue_messages_unacked" => Family::RabbitUnacked,
-            "rabbitmq_queue_consumers" => Family::RabbitConsumers,
-            "rabbitmq_queue_messages_published_total" => Family::RabbitPublished,
-            "rabbitmq_queue_messages_delivered_total" => Family::RabbitDelivered,
-            "rabbitmq_queue_messages_acked_total" => Family::RabbitAcked,
-            "rabbitmq_queue_messages_redelivered_total" => Family::RabbitRedelivered,
-            "rabbitmq_queue_consumer_utilisation" => Family::RabbitUtilisation,
-            "message_latency_ms" => Family::Latency,
+            names::KAFKA_LOG_END_OFFSET => Family::KafkaLogEndOffset,
+            names::KAFKA_COMMITTED_OFFSET => Family::KafkaCommittedOffset,
+            names::KAFKA_LAG => Family::KafkaLag,
+            names::KAFKA_LAG_SECONDS => Family::KafkaLagSeconds,
+            names::KAFKA_MEMBERS => Family::KafkaMembers,
+            names::RABBIT_READY => Family::RabbitReady,
+            names::RABBIT_UNACKED => Family::RabbitUnacked,
+            names::RABBIT_CONSUMERS => Family::RabbitConsumers,
+            names::RABBIT_PUBLISHED => Family::RabbitPublished,
+            names::RABBIT_DELIVERED => Family::RabbitDelivered,
+            names::RABBIT_ACKED => Family::RabbitAcked,
+            names::RABBIT_REDELIVERED => Family::RabbitRedelivered,
+            names::RABBIT_UTILISATION => Family::RabbitUtilisation,
+            names::LATENCY => Family::Latency,
             _ => Family::Generic,
+        }
+    }
+
+    /// The well-known name of a family (empty for generic gauges, which keep their own).
+    pub fn name(self) -> &'static str {
+        use Family::*;
+        match self {
+            KafkaLogEndOffset => names::KAFKA_LOG_END_OFFSET,
+            KafkaCommittedOffset => names::KAFKA_COMMITTED_OFFSET,
+            KafkaLag => names::KAFKA_LAG,
+            KafkaLagSeconds => names::KAFKA_LAG_SECONDS,
+            KafkaMembers => names::KAFKA_MEMBERS,
+            RabbitReady => names::RABBIT_READY,
+            RabbitUnacked => names::RABBIT_UNACKED,
+            RabbitConsumers => names::RABBIT_CONSUMERS,
+            RabbitPublished => names::RABBIT_PUBLISHED,
+            RabbitDelivered => names::RABBIT_DELIVERED,
+            RabbitAcked => names::RABBIT_ACKED,
+            RabbitRedelivered => names::RABBIT_REDELIVERED,
+            RabbitUtilisation => names::RABBIT_UTILISATION,
+            Latency => names::LATENCY,
+            Generic => "",
         }
     }
 
@@ -564,5 +604,29 @@ mod tests {
             MetricType::Observation
         );
         assert_eq!(Family::of("cpu").implied_type(), MetricType::Gauge);
+    }
+
+    #[test]
+    fn every_well_known_name_is_spelled_once_and_maps_back_to_its_family() {
+        use Family::*;
+        for f in [
+            KafkaLogEndOffset,
+            KafkaCommittedOffset,
+            KafkaLag,
+            KafkaLagSeconds,
+            KafkaMembers,
+            RabbitReady,
+            RabbitUnacked,
+            RabbitConsumers,
+            RabbitPublished,
+            RabbitDelivered,
+            RabbitAcked,
+            RabbitRedelivered,
+            RabbitUtilisation,
+            Latency,
+        ] {
+            assert_eq!(Family::of(f.name()), f, "{}", f.name());
+        }
+        assert_eq!(Family::of("queue_depth"), Generic);
     }
 }

@@ -12,6 +12,7 @@
 use super::Detector;
 use super::{AlertKind, Finding, Severity};
 use crate::config::StallConfig;
+use crate::event::names;
 use crate::window::Gauge;
 
 /// What the group's entity knows about one partition at the end of an interval.
@@ -145,7 +146,7 @@ impl Detector for GroupStallDetector {
             } else {
                 "partition_stalled"
             },
-            metric: "kafka_consumergroup_lag",
+            metric: names::KAFKA_LAG,
             observed: lag,
             expected: 0.0,
             score: frozen_ms as f64 / self.cfg.stall_after.as_millis().max(1) as f64,
@@ -227,7 +228,7 @@ impl QueueStallDetector {
                 Severity::Warning
             },
             detector,
-            metric: "rabbitmq_queue_messages_ready",
+            metric: names::RABBIT_READY,
             observed: ready,
             expected: 0.0,
             score: for_ms as f64 / 1000.0,

@@ -28,7 +28,7 @@ use regex::Regex;
 
 use super::rabbitmq::now_ms;
 use super::LiveSource;
-use crate::event::{ErrorReason, LabelVec, ParseError, RawEvent};
+use crate::event::{names, ErrorReason, LabelVec, ParseError, RawEvent};
 use crate::kafka::{create_topic, redact_error, KafkaConfig};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
@@ -221,13 +221,7 @@ impl LagPoller {
                     ("partition", p.as_str()),
                     ("topic", e.topic()),
                 ];
-                push_sample(
-                    ingest,
-                    ts,
-                    "kafka_topic_partition_current_offset",
-                    &l,
-                    o as f64,
-                );
+                push_sample(ingest, ts, names::KAFKA_LOG_END_OFFSET, &l, o as f64);
                 self.time_lag
                     .entry((e.topic().to_string(), e.partition()))
                     .or_default()
@@ -283,25 +277,13 @@ impl LagPoller {
                     ("partition", p.as_str()),
                     ("topic", e.topic()),
                 ];
-                push_sample(
-                    ingest,
-                    ts,
-                    "kafka_consumergroup_current_offset",
-                    &l,
-                    c as f64,
-                );
-                push_sample(
-                    ingest,
-                    ts,
-                    "kafka_consumergroup_lag",
-                    &l,
-                    (end - c).max(0) as f64,
-                );
+                push_sample(ingest, ts, names::KAFKA_COMMITTED_OFFSET, &l, c as f64);
+                push_sample(ingest, ts, names::KAFKA_LAG, &l, (end - c).max(0) as f64);
                 let secs = self
                     .time_lag
                     .get(&(e.topic().to_string(), e.partition()))
                     .map_or(0.0, |t| t.lag_seconds(c, ts));
-                push_sample(ingest, ts, "kafka_consumergroup_lag_seconds", &l, secs);
+                push_sample(ingest, ts, names::KAFKA_LAG_SECONDS, &l, secs);
             }
             for t in topics_read {
                 let l = [
@@ -309,7 +291,7 @@ impl LagPoller {
                     ("consumergroup", g.name()),
                     ("topic", t.as_str()),
                 ];
-                push_sample(ingest, ts, "kafka_consumergroup_members", &l, members);
+                push_sample(ingest, ts, names::KAFKA_MEMBERS, &l, members);
             }
         }
         let topics: Vec<&str> = topic_names.iter().map(String::as_str).collect();
@@ -630,13 +612,7 @@ impl LiveSource for Probe {
                     .and_then(|s| s.parse::<i64>().ok())
                 {
                     let l = [("cluster", cluster), ("topic", p.topic.as_str())];
-                    push_sample(
-                        ingest,
-                        now,
-                        "message_latency_ms",
-                        &l,
-                        (now - sent).max(0) as f64,
-                    );
+                    push_sample(ingest, now, names::LATENCY, &l, (now - sent).max(0) as f64);
                 }
             }
             ingest.advance_to(now_ms());

@@ -31,7 +31,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::LiveSource;
-use crate::event::{LabelVec, RawEvent};
+use crate::event::{names, LabelVec, RawEvent};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 use crate::rabbitmq::{connect, redact, RabbitConfig};
@@ -242,28 +242,25 @@ impl QueuePoller {
             ];
             let s = q.message_stats.as_ref();
             let values = [
-                ("rabbitmq_queue_messages_ready", q.messages_ready),
-                ("rabbitmq_queue_messages_unacked", q.messages_unacknowledged),
-                ("rabbitmq_queue_consumers", q.consumers),
-                (
-                    "rabbitmq_queue_consumer_utilisation",
-                    q.consumer_utilisation,
-                ),
+                (names::RABBIT_READY, q.messages_ready),
+                (names::RABBIT_UNACKED, q.messages_unacknowledged),
+                (names::RABBIT_CONSUMERS, q.consumers),
+                (names::RABBIT_UTILISATION, q.consumer_utilisation),
                 // A queue that has seen no traffic yet has no totals: they are zero.
                 (
-                    "rabbitmq_queue_messages_published_total",
+                    names::RABBIT_PUBLISHED,
                     Some(s.and_then(|s| s.publish).unwrap_or(0.0)),
                 ),
                 (
-                    "rabbitmq_queue_messages_delivered_total",
+                    names::RABBIT_DELIVERED,
                     Some(s.and_then(|s| s.deliver_get).unwrap_or(0.0)),
                 ),
                 (
-                    "rabbitmq_queue_messages_acked_total",
+                    names::RABBIT_ACKED,
                     Some(s.and_then(|s| s.ack).unwrap_or(0.0)),
                 ),
                 (
-                    "rabbitmq_queue_messages_redelivered_total",
+                    names::RABBIT_REDELIVERED,
                     Some(s.and_then(|s| s.redeliver).unwrap_or(0.0)),
                 ),
             ];
@@ -353,14 +350,14 @@ impl QueuePoller {
                     push_sample(
                         ingest,
                         ts,
-                        "rabbitmq_queue_messages_ready",
+                        names::RABBIT_READY,
                         &l,
                         q.message_count() as f64,
                     );
                     push_sample(
                         ingest,
                         ts,
-                        "rabbitmq_queue_consumers",
+                        names::RABBIT_CONSUMERS,
                         &l,
                         q.consumer_count() as f64,
                     );
@@ -647,7 +644,7 @@ impl Probe {
                     let now = now_ms();
                     if let Some(sent) = std::str::from_utf8(&d.data).ok().and_then(|s| s.parse::<i64>().ok()) {
                         let l = [("cluster", cluster), ("queue", p.queue.as_str()), ("vhost", vhost.as_str())];
-                        push_sample(ingest, now, "message_latency_ms", &l, (now - sent).max(0) as f64);
+                        push_sample(ingest, now, names::LATENCY, &l, (now - sent).max(0) as f64);
                     }
                     ingest.advance_to(now);
                 }
