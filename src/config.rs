@@ -331,23 +331,7 @@ pub struct Override {
     pub settings: toml::Table,
 }
 
-/// Why a config cannot be used: one line naming the line, the key and the nearest valid name,
-/// never quoting the config's text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
-
-impl From<String> for Invalid {
-    fn from(s: String) -> Invalid {
-        Invalid(s)
-    }
-}
-
-impl From<&str> for Invalid {
-    fn from(s: &str) -> Invalid {
-        Invalid(s.into())
-    }
-}
+pub use crate::invalid::Invalid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -25,6 +25,7 @@ pub mod dataset;
 pub mod demo;
 pub mod detect;
 pub mod event;
+pub mod invalid;
 pub mod kafka;
 pub mod learn;
 pub mod link;

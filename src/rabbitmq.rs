@@ -6,7 +6,7 @@ use std::time::Duration;
 use lapin::{Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
+use crate::invalid::Invalid;
 use crate::link::BrokerError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
