@@ -121,10 +121,13 @@ impl Session {
         let config = match path {
             None => Config::default(),
             Some(p) => {
-                if let Ok(text) = std::fs::read_to_string(p) {
-                    self.redactor.add_from_config_text(&text);
-                }
-                Config::load(p)?
+                let path = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                self.redactor.add_from_config_text(&text);
+                Config::parse(&text).map_err(|source| ConfigError::Invalid { path, source })?
             }
         };
         Ok(Arc::new(config))

@@ -3,9 +3,7 @@
 
 use super::{BuildError, Component, Parts};
 use crate::kafka::KafkaConfig;
-use crate::link::Link;
 use crate::sink::kafka::KafkaPublisher;
-use crate::sink::SpoolSink;
 use crate::source::kafka::{LagPoller, MetricsConsumer, Probe};
 
 impl Component for KafkaConfig {
@@ -47,15 +45,12 @@ impl Component for KafkaConfig {
             parts.sources.push(Box::new(Probe::new(self)));
         }
         if !self.alerts_topic.is_empty() {
-            let name = format!("kafka alert topic {}", self.alerts_topic);
-            let link = Link::new(format!("{name} ({})", self.bootstrap_servers));
-            let publisher = KafkaPublisher::new(self);
-            parts.sinks.push(Box::new(SpoolSink::start(
-                &name,
-                link,
-                publisher,
+            parts.sinks.push(super::spooled_sink(
+                format!("kafka alert topic {}", self.alerts_topic),
+                &self.bootstrap_servers,
+                KafkaPublisher::new(self),
                 self.spool_capacity,
-            )));
+            ));
         }
         Ok(parts)
     }

@@ -11,7 +11,8 @@ mod rabbitmq;
 mod stdout;
 
 use crate::config::Config;
-use crate::sink::Sink;
+use crate::link::Link;
+use crate::sink::{Publisher, Sink, SpoolSink};
 use crate::source::LiveSource;
 
 /// A config section that can build the parts of a live run.
@@ -63,4 +64,16 @@ pub fn build_all(config: &Config) -> Result<Parts, BuildError> {
         parts.extend(c.build()?);
     }
     Ok(parts)
+}
+
+/// A broker sink behind its spool: `name` in the log and the counters, `address` (credentials
+/// redacted) naming the broker it delivers to.
+fn spooled_sink(
+    name: String,
+    address: &str,
+    publisher: impl Publisher,
+    capacity: usize,
+) -> Box<dyn Sink> {
+    let link = Link::new(format!("{name} ({address})"));
+    Box::new(SpoolSink::start(&name, link, publisher, capacity))
 }

@@ -2,10 +2,8 @@
 //! and the alert exchange behind its spool.
 
 use super::{BuildError, Component, Parts};
-use crate::link::Link;
 use crate::rabbitmq::{redact, RabbitConfig};
 use crate::sink::rabbitmq::RabbitPublisher;
-use crate::sink::SpoolSink;
 use crate::source::rabbitmq::{MetricsConsumer, Probe, QueuePoller};
 
 impl Component for RabbitConfig {
@@ -54,15 +52,13 @@ impl Component for RabbitConfig {
             parts.sources.push(Box::new(Probe::new(self)));
         }
         if !self.alerts_exchange.is_empty() {
-            let name = format!("rabbitmq alert exchange {}", self.alerts_exchange);
-            let link = Link::new(format!("{name} ({})", redact(&self.uri)));
             let publisher = RabbitPublisher::new(&self.uri, &self.alerts_exchange);
-            parts.sinks.push(Box::new(SpoolSink::start(
-                &name,
-                link,
+            parts.sinks.push(super::spooled_sink(
+                format!("rabbitmq alert exchange {}", self.alerts_exchange),
+                &redact(&self.uri),
                 publisher,
                 self.spool_capacity,
-            )));
+            ));
         }
         Ok(parts)
     }

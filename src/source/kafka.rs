@@ -158,28 +158,14 @@ impl LagPoller {
             return;
         }
         self.matched = Some((topics.len(), groups.len()));
-        let show = |names: &[&str]| {
-            let more = names.len().saturating_sub(10);
-            let list = names
-                .iter()
-                .take(10)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ");
-            if more > 0 {
-                format!("{list} and {more} more")
-            } else {
-                list
-            }
-        };
         tracing::info!(
             broker = %self.link.name(),
             cluster = %self.cfg.cluster,
             "watching {} topics ({}) and {} consumer groups ({})",
             topics.len(),
-            show(topics),
+            super::first_names(topics),
             groups.len(),
-            show(groups)
+            super::first_names(groups)
         );
     }
 

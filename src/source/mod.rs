@@ -45,3 +45,13 @@ pub fn decode(payload: &[u8], ingest: &mut Ingest, stop_at_first: bool) -> Vec<P
     }
     refused
 }
+
+/// Names for a log line: the first ten, then how many more.
+pub(crate) fn first_names<S: AsRef<str>>(names: &[S]) -> String {
+    const SHOWN: usize = 10;
+    let list: Vec<&str> = names.iter().take(SHOWN).map(AsRef::as_ref).collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => list.join(", "),
+        more => format!("{} and {more} more", list.join(", ")),
+    }
+}

@@ -161,23 +161,10 @@ impl QueuePoller {
             return;
         }
         self.matched = Some(names.len());
-        const SHOWN: usize = 10;
-        let more = names.len().saturating_sub(SHOWN);
-        let list = names
-            .iter()
-            .take(SHOWN)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        let tail = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
         let which = if names.is_empty() {
             " (none matches yet)".to_string()
         } else {
-            format!(": {list}{tail}")
+            format!(": {}", super::first_names(names))
         };
         tracing::info!(
             broker = %self.link.name(),
