@@ -75,6 +75,37 @@ impl RawEvent<'_> {
     }
 }
 
+/// The wire form, written by the one serialiser that matches [`parse_event`]: `type` is omitted
+/// when the family implies it, labels keep their order (sorted, once parsed).
+impl serde::Serialize for RawEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct LabelMap<'l, 'a>(&'l LabelVec<'a>);
+        impl serde::Serialize for LabelMap<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+            }
+        }
+        let mut m = s.serialize_map(Some(4 + usize::from(self.kind.is_some())))?;
+        m.serialize_entry("ts", &self.ts)?;
+        m.serialize_entry("name", self.name.as_ref())?;
+        m.serialize_entry("labels", &LabelMap(&self.labels))?;
+        m.serialize_entry("value", &self.value)?;
+        if let Some(kind) = self.kind {
+            m.serialize_entry("type", &kind)?;
+        }
+        m.end()
+    }
+}
+
+impl RawEvent<'_> {
+    /// Appends the event as one JSON line, the form files and metric topics carry.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *out, self).expect("writing JSON to memory cannot fail");
+        out.push(b'\n');
+    }
+}
+
 /// Owned identity of a series, kept once per series by the worker that owns it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
@@ -491,6 +522,18 @@ mod tests {
     const LAG: &str = r#"{"ts": 1767225600000, "name": "kafka_consumergroup_lag",
         "labels": {"topic": "payments.authorize", "cluster": "pay-kafka", "consumergroup": "auth-service", "partition": "3"},
         "value": 1532}"#;
+
+    #[test]
+    fn what_is_written_parses_back_to_the_same_event_even_with_quotes_in_labels() {
+        let mut line = Vec::new();
+        let mut e = parse_event(LAG).unwrap();
+        e.labels.push(("zone".into(), "say \"hi\"\\n".into()));
+        e.kind = Some(MetricType::Gauge);
+        e.write_line(&mut line);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let text = std::str::from_utf8(&line).unwrap();
+        assert_eq!(parse_event(text.trim_end()).unwrap(), e);
+    }
 
     #[test]
     fn parses_the_documented_example_with_sorted_labels() {

@@ -1,0 +1,206 @@
+//! When incidents and traps happen: incidents one at a time after a quiet warm-up, each kind in
+//! every round; traps (rebalances, end-of-day bursts, scrape gaps) in the quiet time between them.
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::world::{labels, Action, QueueMode, World, KAFKA};
+use crate::dataset::labels::{Incident, Trap};
+use crate::detect::AlertKind;
+
+const WARMUP_S: u64 = 30 * 60;
+
+/// One change to the world, on from `start` until `end` (seconds from the start).
+pub(super) struct Episode {
+    pub(super) action: Action,
+    pub(super) start: u64,
+    pub(super) end: u64,
+}
+
+pub(super) fn plan_incidents(
+    world: &World,
+    kinds: &[&str],
+    secs: u64,
+    rng: &mut StdRng,
+    start_ms: i64,
+) -> (Vec<Episode>, Vec<Incident>) {
+    let mut episodes = Vec::new();
+    let mut incidents = Vec::new();
+    let mut t = WARMUP_S;
+    let mut order: Vec<&str> = Vec::new();
+    loop {
+        if kinds.is_empty() {
+            break;
+        }
+        if order.is_empty() {
+            order = kinds.to_vec();
+            // A fresh shuffle per round keeps every kind represented in any 6-hour run.
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.random_range(0..=i));
+            }
+        }
+        let kind = order.pop().expect("refilled above");
+        t += rng.random_range(12 * 60..25 * 60);
+        let minutes = |rng: &mut StdRng, a: u64, b: u64| rng.random_range(a * 60..b * 60);
+        let g = rng.random_range(0..world.groups.len());
+        let q = rng.random_range(0..world.queues.len());
+        let l = rng.random_range(0..world.latencies.len());
+        let (action, dur, alert_kind, labels) = match kind {
+            "partition_stall" => {
+                let p = rng.random_range(0..world.groups[g].position.len());
+                let mut labels = world.group_labels(g);
+                labels.insert("partition".into(), p.to_string());
+                (
+                    Action::StickPartition(g, p),
+                    minutes(rng, 6, 15),
+                    AlertKind::ConsumerStall,
+                    labels,
+                )
+            }
+            "group_stop" => (
+                Action::StopGroup(g),
+                minutes(rng, 5, 12),
+                AlertKind::ConsumerStall,
+                world.group_labels(g),
+            ),
+            "latency_spike" => {
+                let f = rng.random_range(4.0..8.0);
+                (
+                    Action::LatencyFactor(l, f, 0.0),
+                    minutes(rng, 5, 12),
+                    AlertKind::Latency,
+                    world.latencies[l].labels.clone(),
+                )
+            }
+            "latency_drift" => {
+                let f = rng.random_range(3.0..4.0);
+                let ramp = minutes(rng, 20, 30);
+                (
+                    Action::LatencyFactor(l, f, ramp as f64),
+                    ramp + 300,
+                    AlertKind::Latency,
+                    world.latencies[l].labels.clone(),
+                )
+            }
+            "backlog_growth" if rng.random_bool(0.5) => (
+                Action::SlowQueue(q),
+                minutes(rng, 15, 25),
+                AlertKind::BacklogGrowth,
+                world.queue_labels(q),
+            ),
+            "backlog_growth" => (
+                Action::SlowGroup(g),
+                minutes(rng, 15, 25),
+                AlertKind::BacklogGrowth,
+                world.group_labels(g),
+            ),
+            "rabbit_consumers_gone" => (
+                Action::QueueMode(q, QueueMode::Gone),
+                minutes(rng, 5, 12),
+                AlertKind::ConsumerStall,
+                world.queue_labels(q),
+            ),
+            _ => (
+                Action::QueueMode(q, QueueMode::Stuck),
+                minutes(rng, 5, 12),
+                AlertKind::ConsumerStall,
+                world.queue_labels(q),
+            ),
+        };
+        // Leave room after the incident for the backlog to drain before the run ends.
+        if t + dur + 10 * 60 > secs {
+            break;
+        }
+        episodes.push(Episode {
+            action,
+            start: t,
+            end: t + dur,
+        });
+        incidents.push(Incident {
+            kind: alert_kind,
+            name: kind.to_string(),
+            labels,
+            start: start_ms + t as i64 * 1000,
+            end: start_ms + (t + dur) as i64 * 1000,
+        });
+        t += dur;
+    }
+    (episodes, incidents)
+}
+
+pub(super) fn plan_traps(
+    world: &World,
+    incidents: &[Episode],
+    secs: u64,
+    rng: &mut StdRng,
+    start_ms: i64,
+) -> (Vec<Episode>, Vec<Trap>) {
+    let busy = |a: u64, b: u64| {
+        incidents
+            .iter()
+            .any(|e| a < e.end + 10 * 60 && e.start < b + 5 * 60)
+    };
+    let mut plan = Vec::new();
+    let mut traps = Vec::new();
+    let mut push = |plan: &mut Vec<Episode>, action, start, dur: u64, name: &str, labels| {
+        plan.push(Episode {
+            action,
+            start,
+            end: start + dur,
+        });
+        traps.push(Trap {
+            name: name.into(),
+            labels,
+            start: start_ms + start as i64 * 1000,
+            end: start_ms + (start + dur) as i64 * 1000,
+        });
+    };
+    let mut t = 10 * 60;
+    while t + 15 * 60 < secs {
+        t += rng.random_range(8 * 60..20 * 60);
+        let what = rng.random_range(0..10);
+        let dur = match what {
+            0..=4 => rng.random_range(15..35),
+            5..=6 => rng.random_range(90..150),
+            _ => rng.random_range(60..120),
+        };
+        if t + dur >= secs || busy(t, t + dur) {
+            continue;
+        }
+        match what {
+            0..=4 => {
+                let g = rng.random_range(0..world.groups.len());
+                push(
+                    &mut plan,
+                    Action::Rebalance(g),
+                    t,
+                    dur,
+                    "rebalance",
+                    world.group_labels(g),
+                );
+            }
+            5..=6 => {
+                let tp = rng.random_range(0..world.topics.len());
+                let l = labels(&[("cluster", KAFKA), ("topic", world.topics[tp].name)]);
+                push(
+                    &mut plan,
+                    Action::Burst(tp, 4.0),
+                    t,
+                    dur,
+                    "end_of_day_burst",
+                    l,
+                );
+            }
+            _ => push(
+                &mut plan,
+                Action::ScrapeGap,
+                t,
+                dur,
+                "scrape_gap",
+                labels(&[("cluster", KAFKA)]),
+            ),
+        }
+        t += dur;
+    }
+    (plan, traps)
+}
