@@ -14,7 +14,7 @@ mod world;
 use std::io::{self, Write};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use super::labels::LabelFile;

@@ -2,7 +2,7 @@
 //! every round; traps (rebalances, end-of-day bursts, scrape gaps) in the quiet time between them.
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::RngExt;
 
 use super::world::{labels, Action, QueueMode, World, KAFKA};
 use crate::dataset::labels::{Incident, Trap};

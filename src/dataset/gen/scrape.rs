@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::RngExt;
 use rand_distr::{Distribution, Normal};
 
 use super::world::{diurnal, poisson, World, KAFKA, RABBIT};
