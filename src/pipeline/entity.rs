@@ -405,4 +405,95 @@ mod tests {
         }
         assert!(alerts.is_empty(), "{alerts:?}");
     }
+
+    fn queue() -> RabbitQueue {
+        let entity = Entity::new(
+            vec![
+                ("queue".into(), "ledger".into()),
+                ("vhost".into(), "/".into()),
+            ],
+            "//ledger".into(),
+        );
+        let learned = LearnedTrack::new(None, None, 120_000);
+        RabbitQueue::new(entity, &DetectorConfig::default(), learned)
+    }
+
+    /// One 10 s scrape: 100 messages published; consumed by two consumers unless `consumers_gone`.
+    fn scrape(q: &mut RabbitQueue, n: i64, ready: &mut f64, acked: &mut f64, consumers_gone: bool) {
+        let ts = n * 10 * S;
+        *ready += 100.0;
+        if !consumers_gone {
+            let done = ready.min(110.0);
+            *ready -= done;
+            *acked += done;
+        }
+        let consumers = if consumers_gone { 0.0 } else { 2.0 };
+        q.update(QueueField::Ready, ts, *ready);
+        q.update(
+            QueueField::Unacked,
+            ts,
+            if consumers_gone { 0.0 } else { 5.0 },
+        );
+        q.update(QueueField::Consumers, ts, consumers);
+        q.update(QueueField::Published, ts, 100.0 * (n + 1) as f64);
+        q.update(QueueField::Acked, ts, *acked);
+    }
+
+    fn run_queue(gone: impl Fn(i64) -> bool, intervals: i64) -> Vec<Alert> {
+        let mut q = queue();
+        let (mut ready, mut acked, mut alerts) = (0.0, 0.0, Vec::new());
+        for n in 0..intervals {
+            scrape(&mut q, n, &mut ready, &mut acked, gone(n));
+            q.close((n + 1) * 10 * S, 10.0, &mut |a| alerts.push(a));
+        }
+        alerts
+    }
+
+    #[test]
+    fn a_queue_whose_consumers_leave_raises_a_stall_first_then_resolves() {
+        let alerts = run_queue(|n| (30..45).contains(&n), 70);
+        let first = alerts.first().expect("an alert");
+        assert_eq!(first.kind, AlertKind::ConsumerStall, "{alerts:?}");
+        assert_eq!(first.state, AlertState::Firing);
+        assert!(first.ts >= 30 * 10 * S, "not before the consumers left");
+        let stall_end = alerts
+            .iter()
+            .find(|a| a.id == first.id && a.state == AlertState::Resolved);
+        assert!(stall_end.is_some(), "the stall resolves: {alerts:?}");
+    }
+
+    #[test]
+    fn a_steadily_consumed_queue_raises_nothing() {
+        let alerts = run_queue(|_| false, 90);
+        assert!(alerts.is_empty(), "{alerts:?}");
+    }
+
+    fn latency_run(factor: impl Fn(i64) -> f64, per_interval: usize, intervals: i64) -> Vec<Alert> {
+        let entity = Entity::new(vec![("queue".into(), "ledger".into())], "ledger".into());
+        let learned = LearnedTrack::new(None, None, 120_000);
+        let mut l = LatencySeries::new(entity, &DetectorConfig::default(), learned);
+        let mut alerts = Vec::new();
+        for slot in 0..intervals {
+            for i in 0..per_interval {
+                // A spread of 20–40 ms, the same every interval, times the incident's factor.
+                let base = 20.0 + 20.0 * (i as f64 / per_interval as f64);
+                l.window.record(slot, base * factor(slot));
+            }
+            l.close((slot + 1) * 10 * S, slot, &mut |a| alerts.push(a));
+        }
+        alerts
+    }
+
+    #[test]
+    fn a_tenfold_latency_rise_fires_a_latency_alert_and_steady_latency_does_not() {
+        let alerts = latency_run(|s| if (60..75).contains(&s) { 10.0 } else { 1.0 }, 30, 100);
+        let first = alerts.first().expect("an alert");
+        assert_eq!(first.kind, AlertKind::Latency);
+        assert!(
+            (60 * 10 * S..=63 * 10 * S).contains(&first.ts),
+            "late: {first:?}"
+        );
+        assert!(alerts.iter().any(|a| a.state == AlertState::Resolved));
+        assert!(latency_run(|_| 1.0, 30, 100).is_empty());
+    }
 }
