@@ -425,12 +425,15 @@ struct WireEvent<'a> {
 struct Ts(i64);
 
 impl<'de> Deserialize<'de> for Ts {
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(TsVisitor)
     }
 }
 
 struct TsVisitor;
+
+#[inline]
 
 fn checked_ts<E: de::Error>(ms: i64) -> Result<Ts, E> {
     if (MIN_TS_MS..MAX_TS_MS).contains(&ms) {
@@ -447,9 +450,11 @@ impl Visitor<'_> for TsVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("`ts` as integer Unix milliseconds or an RFC 3339 string")
     }
+    #[inline]
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts, E> {
         checked_ts(v)
     }
+    #[inline]
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts, E> {
         checked_ts(i64::try_from(v).unwrap_or(i64::MAX))
     }
@@ -473,6 +478,7 @@ impl Visitor<'_> for TsVisitor {
 struct Labels<'a>(LabelVec<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
@@ -480,6 +486,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("`labels` as an object of string values")
             }
+            #[inline]
             fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Labels<'a>, M::Error> {
                 let mut out = LabelVec::new();
                 while let Some(k) = m.next_key::<CowStr<'a>>()? {
@@ -497,6 +504,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
 struct CowStr<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
@@ -504,6 +512,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string label value")
             }
+            #[inline]
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'a>, E> {
                 Ok(CowStr(Cow::Borrowed(v)))
             }
