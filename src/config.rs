@@ -246,6 +246,15 @@ pub struct StallConfig {
     /// A stall that lasts this long is critical.
     #[serde(with = "humantime_serde")]
     pub critical_after: Duration,
+    /// Each partition (and queue) learns how long it usually stays frozen before it moves — its
+    /// commit or ack cadence — and a freeze counts as a stall only past this many times that, when
+    /// it is longer than the limits above: a sink that commits every 60 s is not stalled at 45 s.
+    pub cadence_factor: f64,
+    /// The freeze limit of a partition (or a queue's acks) whose cadence is not learned yet (fewer
+    /// than three freezes seen since start): the first minutes of watching a slow committer are
+    /// not a stall.
+    #[serde(with = "humantime_serde")]
+    pub stall_after_unlearned: Duration,
 }
 
 impl Default for StallConfig {
@@ -257,6 +266,8 @@ impl Default for StallConfig {
             no_consumers_after: Duration::from_secs(15),
             no_acks_after: Duration::from_secs(30),
             critical_after: Duration::from_secs(300),
+            cadence_factor: 1.5,
+            stall_after_unlearned: Duration::from_secs(180),
         }
     }
 }

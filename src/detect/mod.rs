@@ -13,12 +13,14 @@
 
 mod backlog;
 mod baseline;
+mod cadence;
 mod latency;
 mod level;
 mod stall;
 
 pub use backlog::{BacklogDetector, BacklogInput};
 pub use baseline::RobustHistory;
+pub use cadence::Cadence;
 pub use latency::{LatencyDetector, MIN_COUNT as LATENCY_MIN_COUNT};
 pub use level::LevelDetector;
 pub use stall::{GroupStallDetector, GroupView, PartitionView, QueueStallDetector, QueueView};

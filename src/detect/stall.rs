@@ -2,15 +2,17 @@
 //!
 //! Kafka, per group: a partition whose committed offset has not moved for `stall_after` while it
 //! has had lag all along is stalled (a consumer stuck on a poison message); zero lag at any point
-//! clears it. If the group's membership changed during the freeze, a rebalance is under way and
+//! clears it. A partition that usually stays frozen longer between commits (a sink committing
+//! every minute) is judged against its own learned [`Cadence`](super::Cadence) instead. If the group's membership changed during the freeze, a rebalance is under way and
 //! the partition gets `stall_after_rebalance` instead. A group with zero members and lag is
 //! stopped. All stalled partitions of a group make one finding on the group, listing them.
 //!
 //! RabbitMQ, per queue: ready messages and no consumers; or consumers that hold unacked messages
-//! without acking anything while the ready depth grows.
+//! without acking anything, for longer than their learned ack cadence allows, while the ready
+//! depth grows.
 
-use super::Detector;
-use super::{AlertKind, Finding, Severity};
+use super::cadence::freeze_limit_ms;
+use super::{AlertKind, Cadence, Detector, Finding, Severity};
 use crate::config::StallConfig;
 use crate::event::names;
 use crate::window::Gauge;
@@ -27,6 +29,8 @@ pub struct PartitionView<'a> {
     pub seen_at: i64,
     /// Age of the oldest unconsumed message, where the source measures it.
     pub lag_seconds: Option<f64>,
+    /// How long this partition usually stays frozen with lag before it moves, once learned.
+    pub cadence_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,18 +44,28 @@ impl GroupStallDetector {
     }
 
     /// Rule 1 — a partition with lag whose committed offset has been frozen for `stall_after`
-    /// (`stall_after_rebalance` if the membership changed meanwhile) is stalled. Also used to
-    /// keep stalled partitions out of backlog totals.
+    /// (`stall_after_rebalance` if the membership changed meanwhile), or for `cadence_factor`
+    /// times its learned cadence when that is longer, is stalled. Also used to keep stalled
+    /// partitions out of backlog totals.
     pub fn partition_stalled(&self, p: &PartitionView, members: &Gauge) -> bool {
         // Without committed offsets (seen_at is MIN) nothing can be judged frozen.
         let frozen = p.seen_at.saturating_sub(p.progress_at);
+        p.lag.is_some_and(|l| l > 0.0) && frozen >= self.freeze_limit_ms(p, members)
+    }
+
+    fn freeze_limit_ms(&self, p: &PartitionView, members: &Gauge) -> i64 {
         let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
-        let limit = if rebalanced {
+        let floor = if rebalanced {
             self.cfg.stall_after_rebalance
         } else {
             self.cfg.stall_after
         };
-        p.lag.is_some_and(|l| l > 0.0) && frozen >= limit.as_millis() as i64
+        freeze_limit_ms(
+            p.cadence_ms,
+            floor.as_millis() as i64,
+            self.cfg.cadence_factor,
+            self.cfg.stall_after_unlearned.as_millis() as i64,
+        )
     }
 
     /// Rule 2 — a group with no members for `no_members_after` while it has lag is stopped.
@@ -116,6 +130,11 @@ impl Detector for GroupStallDetector {
             .filter_map(|p| p.lag_seconds)
             .reduce(f64::max);
         let aged = time_lag.map_or(String::new(), |t| format!(" (oldest waiting {t:.0} s)"));
+        // What was learned of the slowest stalled partition's normal: the alert says why now.
+        let usual_ms = stalled.iter().filter_map(|p| p.cadence_ms).max();
+        let usual = usual_ms.map_or(String::new(), |c| {
+            format!("; it usually moves within {} s", (c + 999) / 1000)
+        });
         let list = stalled
             .iter()
             .map(|p| p.partition)
@@ -129,7 +148,7 @@ impl Detector for GroupStallDetector {
             )
         } else {
             format!(
-                "consumer group {group} stalled on partition{} {list}: committed offset frozen for {} s with lag {lag:.0}{aged}",
+                "consumer group {group} stalled on partition{} {list}: committed offset frozen for {} s with lag {lag:.0}{aged}{usual}",
                 if stalled.len() > 1 { "s" } else { "" },
                 frozen_ms / 1000
             )
@@ -155,6 +174,7 @@ impl Detector for GroupStallDetector {
             context: [("lag_messages", lag)]
                 .into_iter()
                 .chain(time_lag.map(|t| ("time_lag_seconds", t)))
+                .chain(usual_ms.map(|c| ("usual_freeze_seconds", c as f64 / 1000.0)))
                 .collect(),
         })
     }
@@ -180,6 +200,8 @@ pub struct QueueStallDetector {
     /// When acks last moved, with the ready depth and redelivered total then: to tell a growing
     /// queue from an idle one, and to count redeliveries since.
     at_last_ack: Option<LastAck>,
+    /// How long acks usually pause while there is work: a batch consumer acks once a minute.
+    ack_cadence: Cadence,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -187,6 +209,8 @@ struct LastAck {
     at: i64,
     ready: f64,
     redelivered: f64,
+    /// Whether messages were waiting or held then: only such pauses teach the ack cadence.
+    busy: bool,
 }
 
 impl QueueStallDetector {
@@ -194,6 +218,7 @@ impl QueueStallDetector {
         QueueStallDetector {
             cfg: cfg.clone(),
             at_last_ack: None,
+            ack_cadence: Cadence::default(),
         }
     }
 
@@ -208,14 +233,20 @@ impl QueueStallDetector {
     }
 
     /// Rule 4 — consumers that hold unacked messages and have acked nothing for `no_acks_after`
-    /// while the ready depth grew are stuck (a poison message, a lock); returns for how long.
+    /// (or `cadence_factor` times their learned ack cadence, when longer) while the ready depth
+    /// grew are stuck (a poison message, a lock); returns for how long.
     fn unacked_stuck(&self, q: &QueueView, ready: f64, unacked: f64, last: LastAck) -> Option<i64> {
         if q.consumers.value().unwrap_or(0.0) <= 0.0 {
             return None;
         }
         let for_ms = q.acks.map_or(0, |(_, seen)| seen) - last.at;
-        (unacked > 0.0 && ready > last.ready && for_ms >= self.cfg.no_acks_after.as_millis() as i64)
-            .then_some(for_ms)
+        let limit = freeze_limit_ms(
+            self.ack_cadence.typical_ms(),
+            self.cfg.no_acks_after.as_millis() as i64,
+            self.cfg.cadence_factor,
+            self.cfg.stall_after_unlearned.as_millis() as i64,
+        );
+        (unacked > 0.0 && ready > last.ready && for_ms >= limit).then_some(for_ms)
     }
 
     fn finding(&self, detector: &'static str, for_ms: i64, ready: f64, summary: String) -> Finding {
@@ -250,10 +281,14 @@ impl Detector for QueueStallDetector {
         let redelivered = q.redelivered.unwrap_or(0.0);
         if let Some((t, _)) = q.acks {
             if self.at_last_ack.is_none_or(|l| l.at != t) {
+                if let Some(last) = self.at_last_ack.filter(|l| l.busy) {
+                    self.ack_cadence.observe(t - last.at);
+                }
                 self.at_last_ack = Some(LastAck {
                     at: t,
                     ready,
                     redelivered,
+                    busy: ready > 0.0 || q.unacked.is_some_and(|u| u > 0.0),
                 });
             }
         }
@@ -318,7 +353,43 @@ mod tests {
             progress_at,
             seen_at: NOW,
             lag_seconds: None,
+            cadence_ms: Some(15 * S),
         }
+    }
+
+    fn judge(p: PartitionView<'_>) -> Option<Finding> {
+        let mut d = GroupStallDetector::new(&StallConfig::default());
+        d.on_interval(GroupView {
+            group: "sink",
+            partitions: &[p],
+            members: &members(1.0, 0),
+        })
+    }
+
+    #[test]
+    fn a_slow_committer_is_judged_by_its_own_cadence_and_the_alert_says_so() {
+        let slow = |progress_at| PartitionView {
+            cadence_ms: Some(60 * S),
+            ..part("0", 40.0, progress_at)
+        };
+        assert!(judge(slow(NOW - 80 * S)).is_none(), "80 s is usual for it");
+        let f = judge(slow(NOW - 95 * S)).expect("1.5 x 60 s passed");
+        assert!(
+            f.summary.ends_with("it usually moves within 60 s"),
+            "{}",
+            f.summary
+        );
+        assert!(f.context.contains(&("usual_freeze_seconds", 60.0)));
+    }
+
+    #[test]
+    fn before_its_cadence_is_learned_a_partition_gets_the_longer_unlearned_limit() {
+        let unlearned = |progress_at| PartitionView {
+            cadence_ms: None,
+            ..part("0", 40.0, progress_at)
+        };
+        assert!(judge(unlearned(NOW - 120 * S)).is_none());
+        assert!(judge(unlearned(NOW - 185 * S)).is_some());
     }
 
     #[test]
@@ -334,13 +405,18 @@ mod tests {
             })
             .expect("stalled");
         assert!(
-            f.summary.ends_with("with lag 900 (oldest waiting 61 s)"),
+            f.summary
+                .ends_with("with lag 900 (oldest waiting 61 s); it usually moves within 15 s"),
             "{}",
             f.summary
         );
         assert_eq!(
             f.context,
-            vec![("lag_messages", 900.0), ("time_lag_seconds", 61.0)]
+            vec![
+                ("lag_messages", 900.0),
+                ("time_lag_seconds", 61.0),
+                ("usual_freeze_seconds", 15.0)
+            ]
         );
     }
 
@@ -476,9 +552,44 @@ mod tests {
         }
     }
 
+    /// A queue detector that has seen busy consumers ack every `every` seconds until time 0.
+    fn acking_every(every: i64) -> QueueStallDetector {
+        let mut d = QueueStallDetector::new(&StallConfig::default());
+        for t in (-20..=0).map(|i| i * every * S) {
+            assert!(d
+                .on_interval(&queue(t, 20.0, 50.0, 2.0, -1000 * S, t))
+                .is_none());
+        }
+        d
+    }
+
+    #[test]
+    fn a_batch_acker_is_judged_by_its_own_ack_cadence() {
+        let mut d = acking_every(60);
+        let mut silent_for = |secs| {
+            d.on_interval(&queue(
+                secs * S,
+                20.0 + secs as f64,
+                50.0,
+                2.0,
+                -1000 * S,
+                0,
+            ))
+        };
+        assert!(
+            silent_for(45).is_none(),
+            "45 s without acks is usual for it"
+        );
+        assert!(silent_for(80).is_none());
+        assert_eq!(
+            silent_for(95).expect("1.5 x 60 s passed").detector,
+            "unacked_stuck"
+        );
+    }
+
     #[test]
     fn a_stuck_queue_names_its_redeliveries_and_utilisation() {
-        let mut d = QueueStallDetector::new(&StallConfig::default());
+        let mut d = acking_every(10);
         assert!(d
             .on_interval(&queue(10 * S, 20.0, 50.0, 2.0, 0, 10 * S))
             .is_none());
@@ -512,7 +623,7 @@ mod tests {
 
     #[test]
     fn queue_with_unacked_pinned_and_no_acks_stalls() {
-        let mut d = QueueStallDetector::new(&StallConfig::default());
+        let mut d = acking_every(10);
         assert!(d
             .on_interval(&queue(10 * S, 20.0, 50.0, 2.0, 0, 10 * S))
             .is_none());

@@ -9,8 +9,8 @@ use smallvec::SmallVec;
 use crate::alert::{Alert, Entity, Judged};
 use crate::config::DetectorConfig;
 use crate::detect::{
-    BacklogDetector, BacklogInput, GroupStallDetector, GroupView, LatencyDetector, LevelDetector,
-    PartitionView, QueueStallDetector, QueueView,
+    BacklogDetector, BacklogInput, Cadence, GroupStallDetector, GroupView, LatencyDetector,
+    LevelDetector, PartitionView, QueueStallDetector, QueueView,
 };
 use crate::learn::{LearnedTrack, Raw};
 use crate::window::{Counter, Gauge, LatencyWindow};
@@ -42,6 +42,28 @@ pub struct GroupPartition {
     /// How old the oldest unconsumed message is, where the source measures it.
     pub lag_seconds: Gauge,
     pub lag_zero_at: i64,
+    /// How long this partition usually stays frozen with lag before its offset moves.
+    pub cadence: Cadence,
+    /// The stall clock's start at the previous close, and the committed offset's last move then.
+    clock: Option<(i64, i64)>,
+}
+
+impl GroupPartition {
+    /// Starts the stall clock at the last move or the last time lag was zero, whichever is later;
+    /// a move since the previous close teaches the cadence how long the freeze before it lasted.
+    fn stall_clock(&mut self) -> i64 {
+        let moved_at = self.committed.gauge.changed_at;
+        let start = moved_at.max(self.lag_zero_at);
+        if let Some((previous_start, previous_move)) = self.clock {
+            if moved_at > previous_move {
+                self.cadence.observe(moved_at - previous_start);
+            }
+        }
+        if self.committed.gauge.last.is_some() {
+            self.clock = Some((start, moved_at));
+        }
+        start
+    }
 }
 
 pub struct KafkaGroup {
@@ -89,6 +111,8 @@ impl KafkaGroup {
             lag: Gauge::default(),
             lag_seconds: Gauge::default(),
             lag_zero_at: i64::MIN,
+            cadence: Cadence::default(),
+            clock: None,
         });
         (self.partitions.len() - 1) as u32
     }
@@ -115,9 +139,10 @@ impl KafkaGroup {
             views.push(PartitionView {
                 partition: label,
                 lag,
-                progress_at: p.committed.gauge.changed_at.max(p.lag_zero_at),
+                progress_at: p.stall_clock(),
                 seen_at: p.committed.gauge.last.map_or(i64::MIN, |s| s.ts),
                 lag_seconds: p.lag_seconds.value(),
+                cadence_ms: p.cadence.typical_ms(),
             });
         }
         let progressing = || {

@@ -1,0 +1,104 @@
+//! How long something usually stays still before it moves, learned per entity.
+//!
+//! A consumer that commits every 5 s and a Kafka Connect sink that commits every 60 s both look
+//! frozen between commits; only what each usually does tells a stall from a pause. A [`Cadence`]
+//! keeps the lengths of the last freezes that ended in progress and gives a high quantile of them,
+//! so one freeze that was an incident (or a scrape gap) does not teach it that stalls are normal.
+
+/// Freezes remembered: enough for the quantile to ignore a few outliers, few enough to follow a
+/// consumer that changes its schedule within the hour.
+const KEPT: usize = 32;
+/// Freezes seen before the cadence is trusted.
+const MIN_SEEN: usize = 3;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    freezes_ms: [u32; KEPT],
+    seen: usize,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Cadence {
+            freezes_ms: [0; KEPT],
+            seen: 0,
+        }
+    }
+}
+
+impl Cadence {
+    /// A freeze of `ms` ended in progress.
+    pub fn observe(&mut self, ms: i64) {
+        self.freezes_ms[self.seen % KEPT] = ms.clamp(0, u32::MAX as i64) as u32;
+        self.seen += 1;
+    }
+
+    /// The usual longest freeze (the 90th percentile of those kept), once enough were seen.
+    pub fn typical_ms(&self) -> Option<i64> {
+        let n = self.seen.min(KEPT);
+        if n < MIN_SEEN {
+            return None;
+        }
+        let mut kept = self.freezes_ms;
+        let kept = &mut kept[..n];
+        let rank = (n * 9).div_ceil(10) - 1;
+        let (_, v, _) = kept.select_nth_unstable(rank);
+        Some(*v as i64)
+    }
+}
+
+/// The longest freeze tolerated: `floor`, or `factor` times the learned cadence when that is
+/// longer. Until a cadence is learned, `unlearned` (at least `floor`).
+pub fn freeze_limit_ms(typical: Option<i64>, floor: i64, factor: f64, unlearned: i64) -> i64 {
+    match typical {
+        Some(t) => floor.max((t as f64 * factor) as i64),
+        None => floor.max(unlearned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_nothing_from_fewer_than_three_freezes() {
+        let mut c = Cadence::default();
+        c.observe(60_000);
+        c.observe(60_000);
+        assert_eq!(c.typical_ms(), None);
+        c.observe(75_000);
+        assert_eq!(c.typical_ms(), Some(75_000));
+    }
+
+    #[test]
+    fn one_long_freeze_among_many_does_not_become_the_cadence() {
+        let mut c = Cadence::default();
+        for i in 0..40 {
+            c.observe(if i == 20 {
+                900_000
+            } else {
+                15_000 + (i % 3) * 1000
+            });
+        }
+        assert_eq!(c.typical_ms(), Some(17_000));
+    }
+
+    #[test]
+    fn follows_a_schedule_that_changed() {
+        let mut c = Cadence::default();
+        for _ in 0..40 {
+            c.observe(5_000);
+        }
+        for _ in 0..KEPT {
+            c.observe(60_000);
+        }
+        assert_eq!(c.typical_ms(), Some(60_000));
+    }
+
+    #[test]
+    fn the_limit_is_the_floor_or_the_scaled_cadence_whichever_is_longer() {
+        assert_eq!(freeze_limit_ms(Some(15_000), 45_000, 1.5, 0), 45_000);
+        assert_eq!(freeze_limit_ms(Some(60_000), 45_000, 1.5, 0), 90_000);
+        assert_eq!(freeze_limit_ms(None, 45_000, 1.5, 120_000), 120_000);
+    }
+}
