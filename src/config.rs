@@ -250,9 +250,9 @@ pub struct StallConfig {
     /// commit or ack cadence — and a freeze counts as a stall only past this many times that, when
     /// it is longer than the limits above: a sink that commits every 60 s is not stalled at 45 s.
     pub cadence_factor: f64,
-    /// The freeze limit of a partition (or a queue's acks) whose cadence is not learned yet (fewer
-    /// than three freezes seen since start): the first minutes of watching a slow committer are
-    /// not a stall.
+    /// The freeze limit of a partition whose cadence is not learned yet (fewer than three freezes
+    /// seen since start): the first minutes of watching a slow committer are not a stall. (A
+    /// queue's acks keep `no_acks_after` until their cadence is learned.)
     #[serde(with = "humantime_serde")]
     pub stall_after_unlearned: Duration,
 }

@@ -434,7 +434,6 @@ impl<'de> Deserialize<'de> for Ts {
 struct TsVisitor;
 
 #[inline]
-
 fn checked_ts<E: de::Error>(ms: i64) -> Result<Ts, E> {
     if (MIN_TS_MS..MAX_TS_MS).contains(&ms) {
         Ok(Ts(ms))

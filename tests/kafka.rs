@@ -401,3 +401,49 @@ fn every_alert_arrives_although_the_broker_restarts_while_they_are_emitted() {
     );
     assert_eq!(got, want);
 }
+
+/// A sink that commits once a minute (Kafka Connect's default flush) is not stalled between its
+/// commits; once its consumer really stops, the stall comes within twice its cadence.
+#[test]
+fn a_group_committing_every_minute_is_quiet_until_it_stops_then_stalls_within_two_minutes() {
+    let (topic, group, alerts) = (
+        unique("archive"),
+        unique("s3-sink"),
+        unique("mqwatch.alerts"),
+    );
+    let work = KafkaWorkload::start(BOOTSTRAP, &topic, 3, &group, 20).unwrap();
+    work.set_commit_interval(Duration::from_secs(60));
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = start_engine(
+        Config::default(),
+        kafka(&topic, &group, &alerts),
+        stop.clone(),
+    )
+    .unwrap();
+    let sub = Subscriber::start(BOOTSTRAP, &alerts, &unique("risk-team")).unwrap();
+
+    if let Some(a) = next(&sub, Duration::from_secs(300)) {
+        panic!("a group committing every minute raised: {}", a.summary);
+    }
+    for p in 0..3 {
+        work.freeze_partition(p);
+    }
+    let stopped = Instant::now();
+    let fired = next(&sub, Duration::from_secs(120)).expect("no stall within 2 x the cadence");
+    assert_eq!(
+        (fired.state, fired.kind),
+        (AlertState::Firing, AlertKind::ConsumerStall),
+        "{}",
+        fired.summary
+    );
+    let usual = fired.context.get("usual_freeze_seconds").copied();
+    assert!(
+        usual.is_some_and(|u| (50.0..=80.0).contains(&u)),
+        "the alert says what it learned: {usual:?}, {}",
+        fired.summary
+    );
+    assert!(stopped.elapsed() <= Duration::from_secs(120));
+    stop.store(true, Ordering::Relaxed);
+    work.stop();
+    engine.join().unwrap();
+}

@@ -11,44 +11,81 @@ fn span(l: &LabelFile) -> (i64, i64) {
     (l.start.unwrap(), l.end.unwrap())
 }
 
-#[test]
-fn unseen_payment_scenarios_meet_the_detection_floors() {
+/// What every scenario family must meet on seeds nobody tuned on.
+struct Floors {
+    recall: f64,
+    first_kind: f64,
+    false_per_hour: f64,
+    median_delay_s: f64,
+}
+
+fn assert_floors(scenario: &str, seeds: &[u64], f: Floors) {
     let dir = tempfile::tempdir().unwrap();
-    for seed in [90_001, 90_002] {
-        let (events, labels) = common::scenario(dir.path(), "payments", 6.0, seed);
+    for &seed in seeds {
+        let (events, labels) = common::scenario(dir.path(), scenario, 6.0, seed);
         let run = common::replay_collect(Config::default(), &[events]);
         let r = evaluate(&labels, &run.alerts, span(&labels));
         let table = r.to_table();
+        let at = format!("{scenario} seed {seed}");
         assert!(
             r.incidents >= 7,
-            "seed {seed}: only {} incidents\n{table}",
+            "{at}: only {} incidents\n{table}",
             r.incidents
         );
+        assert!(r.recall >= f.recall, "{at}: recall {}\n{table}", r.recall);
         assert!(
-            r.recall >= 0.95,
-            "seed {seed}: recall {}\n{table}",
-            r.recall
+            r.first_kind_accuracy >= f.first_kind,
+            "{at}: first alert's kind {}\n{table}",
+            r.first_kind_accuracy
         );
         assert!(
-            r.kind_accuracy >= 0.9,
-            "seed {seed}: kind accuracy {}\n{table}",
-            r.kind_accuracy
-        );
-        assert!(
-            r.false_per_hour <= 0.2,
-            "seed {seed}: {} false/h\n{table}",
+            r.false_per_hour <= f.false_per_hour,
+            "{at}: {} false/h\n{table}",
             r.false_per_hour
         );
         assert!(
-            r.median_delay_s.unwrap() <= 60.0,
-            "seed {seed}: median delay\n{table}"
+            r.median_delay_s.unwrap() <= f.median_delay_s,
+            "{at}: median delay\n{table}"
         );
         assert_eq!(
             r.trap_alerts.values().sum::<usize>(),
             0,
-            "seed {seed}: a trap alerted\n{table}"
+            "{at}: a trap alerted\n{table}"
         );
     }
+}
+
+#[test]
+fn unseen_payment_scenarios_meet_the_detection_floors() {
+    let floors = Floors {
+        recall: 0.95,
+        first_kind: 0.9,
+        false_per_hour: 0.2,
+        median_delay_s: 60.0,
+    };
+    assert_floors("payments", &[90_001, 90_002], floors);
+}
+
+/// Another topology: 12–24 partitions, several groups per topic of which some commit only every
+/// 30 s to 3 min, queues in several vhosts, subtler slowdowns.
+#[test]
+fn unseen_wide_scenarios_meet_the_detection_floors() {
+    let floors = Floors {
+        recall: 0.98,
+        first_kind: 0.95,
+        false_per_hour: 0.1,
+        median_delay_s: 75.0,
+    };
+    assert_floors("wide", &[90_101, 90_102], floors);
+}
+
+#[test]
+fn a_quiet_wide_day_with_slow_committers_raises_no_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, labels) = common::scenario(dir.path(), "wide-quiet", 12.0, 78);
+    assert!(labels.traps.len() >= 10, "{} traps", labels.traps.len());
+    let run = common::replay_collect(Config::default(), &[events]);
+    assert!(run.alerts.is_empty(), "{:#?}", run.alerts.first());
 }
 
 #[test]

@@ -9,9 +9,10 @@ use crate::dataset::gen::{generate, GenOptions, GenSummary, DEFAULT_START_MS};
 /// Generate a labelled scenario: DIR/events.jsonl and DIR/labels.json.
 #[derive(clap::Args)]
 pub struct Args {
-    /// payments (every incident kind), quiet (traps only), or one incident kind:
-    /// partition-stall, group-stop, latency-spike, latency-drift, backlog-growth,
-    /// rabbit-consumers-gone, rabbit-unacked-stuck.
+    /// payments (every incident kind), quiet (traps only), wide (another topology: more
+    /// partitions and groups, slow committers, several vhosts, subtler incidents), wide-quiet, or
+    /// one incident kind, alone or after `wide:`: partition-stall, group-stop, latency-spike,
+    /// latency-drift, backlog-growth, rabbit-consumers-gone, rabbit-unacked-stuck.
     #[arg(long, default_value = "payments")]
     scenario: String,
     #[arg(long, default_value_t = 6.0)]

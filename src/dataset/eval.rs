@@ -3,7 +3,9 @@
 //! An incident is *detected* when an alert episode on the same entity (same cluster and topic or
 //! queue; partition and group may differ) starts inside `[start, end + 5 min]`; the delay is from
 //! the incident's start to the first such episode. It is *rightly kinded* when one of those
-//! episodes has the incident's kind (a backlog may also, truthfully, raise latency). Every other
+//! episodes has the incident's kind (a backlog may also, truthfully, raise latency), and its
+//! *first alert is rightly kinded* when the earliest of them has it: what a risk team is paged
+//! with first should name the cause, not a symptom. Every other
 //! episode is a false alert; those that start on a trap's entity during the trap are listed as
 //! the trap's.
 
@@ -33,6 +35,8 @@ pub struct IncidentResult {
     pub incident: Incident,
     pub detected: bool,
     pub kind_correct: bool,
+    /// The first episode that detected it has its kind.
+    pub first_kind_correct: bool,
     pub delay_s: Option<f64>,
     pub alert_ids: Vec<String>,
 }
@@ -44,6 +48,8 @@ pub struct EvalReport {
     pub detected: usize,
     pub recall: f64,
     pub kind_accuracy: f64,
+    /// Share of detected incidents whose first alert has the incident's kind.
+    pub first_kind_accuracy: f64,
     pub false_episodes: usize,
     pub false_per_hour: f64,
     pub median_delay_s: Option<f64>,
@@ -83,11 +89,13 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
     for inc in &labels.incidents {
         let hits: Vec<usize> = (0..eps.len()).filter(|&j| matches(inc, &eps[j])).collect();
         hits.iter().for_each(|&j| used[j] = true);
-        let first = hits.iter().map(|&j| eps[j].started_at).min();
+        // Episodes are in order of start: the first hit is the first page.
+        let first = hits.first().map(|&j| eps[j].started_at);
         per_incident.push(IncidentResult {
             incident: inc.clone(),
             detected: first.is_some(),
             kind_correct: hits.iter().any(|&j| eps[j].kind == inc.kind),
+            first_kind_correct: hits.first().is_some_and(|&j| eps[j].kind == inc.kind),
             delay_s: first.map(|t| (t - inc.start).max(0) as f64 / 1000.0),
             alert_ids: hits.iter().map(|&j| eps[j].id.clone()).collect(),
         });
@@ -109,6 +117,14 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
     }
     let detected = per_incident.iter().filter(|r| r.detected).count();
     let kind_ok = per_incident.iter().filter(|r| r.kind_correct).count();
+    let first_kind_ok = per_incident.iter().filter(|r| r.first_kind_correct).count();
+    let share_of_detected = |n: usize| {
+        if detected == 0 {
+            1.0
+        } else {
+            n as f64 / detected as f64
+        }
+    };
     let mut delays: Vec<f64> = per_incident.iter().filter_map(|r| r.delay_s).collect();
     delays.sort_by(f64::total_cmp);
     let hours = (span_ms.1 - span_ms.0).max(1) as f64 / 3_600_000.0;
@@ -122,11 +138,8 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
         } else {
             detected as f64 / n as f64
         },
-        kind_accuracy: if detected == 0 {
-            1.0
-        } else {
-            kind_ok as f64 / detected as f64
-        },
+        kind_accuracy: share_of_detected(kind_ok),
+        first_kind_accuracy: share_of_detected(first_kind_ok),
         false_episodes: false_alerts.len(),
         false_per_hour: false_alerts.len() as f64 / hours,
         median_delay_s: median(&delays),
@@ -167,8 +180,10 @@ impl EvalReport {
                 "{:<24} {:>5} {:>6} {:>8}  {}",
                 name,
                 if r.detected { "yes" } else { "NO" },
-                if r.kind_correct {
+                if r.first_kind_correct {
                     "ok"
+                } else if r.kind_correct {
+                    "later"
                 } else if r.detected {
                     "WRONG"
                 } else {
@@ -185,6 +200,7 @@ impl EvalReport {
             self.recall, self.detected, self.incidents
         );
         let _ = writeln!(s, "kind accuracy        {:.3}", self.kind_accuracy);
+        let _ = writeln!(s, "first alert's kind   {:.3}", self.first_kind_accuracy);
         let _ = writeln!(
             s,
             "false alerts         {} in {:.1} h = {:.3} per hour",
@@ -313,11 +329,35 @@ mod tests {
         assert_eq!(r.detected, 2);
         assert_eq!(r.recall, 1.0);
         assert_eq!(r.kind_accuracy, 0.5);
+        assert_eq!(r.first_kind_accuracy, 0.5);
         assert_eq!(r.per_incident[0].delay_s, Some(60.0));
         assert_eq!(r.false_episodes, 2);
         assert_eq!(r.false_per_hour, 1.0);
         assert_eq!(r.median_delay_s, Some(430.0));
         assert!(r.to_table().contains("WRONG"));
+    }
+
+    #[test]
+    fn a_symptom_paged_before_the_cause_is_a_wrong_first_kind() {
+        let topic = l(&[("cluster", "k"), ("topic", "a")]);
+        let labels = LabelFile {
+            incidents: vec![Incident {
+                kind: AlertKind::ConsumerStall,
+                name: String::new(),
+                labels: topic.clone(),
+                start: 0,
+                end: 600_000,
+            }],
+            ..Default::default()
+        };
+        let alerts = [
+            alert("lat", AlertKind::Latency, topic.clone(), 30_000),
+            alert("stall", AlertKind::ConsumerStall, topic, 50_000),
+        ];
+        let r = evaluate(&labels, &alerts, (0, 3_600_000));
+        assert_eq!((r.kind_accuracy, r.first_kind_accuracy), (1.0, 0.0));
+        assert_eq!(r.per_incident[0].delay_s, Some(30.0));
+        assert!(r.to_table().contains("later"));
     }
 
     #[test]

@@ -137,12 +137,14 @@ fn summary(html: &mut String, r: &EvalReport) {
         "<h2>Summary</h2><table>\
          <tr><th>recall</th><td>{:.3} ({}/{})</td></tr>\
          <tr><th>kind accuracy</th><td>{:.3}</td></tr>\
+         <tr><th>first alert's kind</th><td>{:.3}</td></tr>\
          <tr><th>false alerts</th><td>{} in {:.1} h = {:.3} per hour</td></tr>\
          <tr><th>detection delay</th><td>median {}, max {}</td></tr></table>",
         r.recall,
         r.detected,
         r.incidents,
         r.kind_accuracy,
+        r.first_kind_accuracy,
         r.false_episodes,
         r.hours,
         r.false_per_hour,

@@ -57,6 +57,8 @@ struct Control {
     /// Messages per second the consumer manages (0: as fast as it can).
     consume_rate: AtomicU64,
     produce_rate: AtomicU64,
+    /// Milliseconds between commits (0: the default, every second).
+    commit_every_ms: AtomicU64,
 }
 
 pub struct KafkaWorkload {
@@ -137,6 +139,12 @@ impl KafkaWorkload {
     /// Limits the consumer to `rate` messages per second (0: unlimited).
     pub fn set_consume_rate(&self, rate: u64) {
         self.control.consume_rate.store(rate, Ordering::Relaxed);
+    }
+
+    /// Commits every `every` instead of every second, as a sink that flushes on a timer does.
+    pub fn set_commit_interval(&self, every: Duration) {
+        let ms = every.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.control.commit_every_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn set_produce_rate(&self, rate: u64) {
@@ -227,7 +235,11 @@ fn spawn_consumer(
                     std::thread::sleep(Duration::from_secs_f64(1.0 / rate as f64));
                 }
             }
-            if last_commit.elapsed() >= Duration::from_secs(1) {
+            let every = match control.commit_every_ms.load(Ordering::Relaxed) {
+                0 => Duration::from_secs(1),
+                ms => Duration::from_millis(ms),
+            };
+            if last_commit.elapsed() >= every {
                 last_commit = Instant::now();
                 let mut tpl = TopicPartitionList::new();
                 for (p, o) in next.iter().filter(|(p, _)| !frozen.contains(p)) {

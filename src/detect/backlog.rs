@@ -6,18 +6,26 @@
 //! in the alert. Growth is judged with the Mann-Kendall trend statistic over the fresh samples of
 //! the last `growth_window`: a burst that drains promptly, or a rebalance blip, has no sustained
 //! trend over that window. No progress at all is a stall, which is another detector's business.
+//!
+//! Consumers that report progress in steps (a sink committing once a minute) make the lag a
+//! sawtooth. The detector learns how often progress comes ([`Cadence`]) and judges only the
+//! backlog left right after each step — the sawtooth's floor — over a window of at least six
+//! steps, and counts consumers as progressing while the next step is not overdue.
 
 use std::collections::VecDeque;
 
-use super::Detector;
-use super::{AlertKind, Finding, Severity};
+use super::{AlertKind, Cadence, Detector, Finding, Severity};
 use crate::config::BacklogConfig;
 
 /// Smoothing of the consumption rate: about a minute at 10 s intervals.
 const RATE_ALPHA: f64 = 0.15;
 /// Intervals (30 s at 10 s) over which consumers must have made some progress: scrapes every
-/// 15 s leave single intervals without any.
-const PROGRESS_INTERVALS: usize = 3;
+/// 15 s leave single intervals without any. Longer when progress usually comes in slower steps.
+const PROGRESS_INTERVALS: i64 = 3;
+/// Steps of progress the growth window spans at least, for consumers that progress in steps.
+const WINDOW_STEPS: i64 = 6;
+/// Steps' worth of backlog such a consumer holds without anything being wrong.
+const STEP_ALLOWANCE: f64 = 1.5;
 /// Share of the average step that each quarter of the window must rise by.
 const MIN_STEP_SHARE: f64 = 0.25;
 /// Share of the window's peak the backlog must still be at to count as growing.
@@ -42,9 +50,9 @@ pub struct BacklogInput {
 pub struct BacklogDetector {
     cfg: BacklogConfig,
     rate: Option<f64>,
-    /// Messages consumed in each of the last few intervals: no progress at all is a stall.
-    recent: [f64; PROGRESS_INTERVALS],
-    intervals: usize,
+    /// When consumers last made progress, and how long apart their steps of progress usually are.
+    progressed_at: Option<i64>,
+    steps: Cadence,
     /// The last time consumers had made no progress: growth counts only after it.
     stalled_at: i64,
     samples: VecDeque<(i64, f64)>,
@@ -56,8 +64,8 @@ impl BacklogDetector {
         BacklogDetector {
             cfg: cfg.clone(),
             rate: None,
-            recent: [0.0; PROGRESS_INTERVALS],
-            intervals: 0,
+            progressed_at: None,
+            steps: Cadence::default(),
             stalled_at: i64::MIN,
             samples: VecDeque::new(),
             active: false,
@@ -70,16 +78,30 @@ impl Detector for BacklogDetector {
 
     fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {
         let now_rate = x.consumed / x.interval_secs;
+        // Smoothed over a minute, or over three steps for consumers that progress in steps.
+        let step_intervals =
+            self.steps.typical_ms().unwrap_or(0) as f64 / (x.interval_secs * 1000.0);
+        let alpha = RATE_ALPHA.min(1.0 / (3.0 * step_intervals).max(1.0));
         let rate = match self.rate {
             None => now_rate,
-            Some(r) => r + RATE_ALPHA * (now_rate - r),
+            Some(r) => r + alpha * (now_rate - r),
         };
         self.rate = Some(rate);
-        self.recent[self.intervals % PROGRESS_INTERVALS] = x.consumed;
-        self.intervals += 1;
-        let progressing = self.recent.iter().sum::<f64>() > 0.0;
-        let window_ms = self.cfg.growth_window.as_millis() as i64;
-        if x.fresh {
+        let interval_ms = (x.interval_secs * 1000.0) as i64;
+        if x.consumed > 0.0 {
+            if let Some(before) = self.progressed_at {
+                self.steps.observe(x.now - before);
+            }
+            self.progressed_at = Some(x.now);
+        }
+        let step_ms = self.steps.typical_ms().unwrap_or(interval_ms);
+        let overdue_after = (PROGRESS_INTERVALS * interval_ms).max(step_ms * 3 / 2);
+        let progressing = self
+            .progressed_at
+            .is_some_and(|t| x.now - t < overdue_after);
+        let window_ms = (self.cfg.growth_window.as_millis() as i64).max(WINDOW_STEPS * step_ms);
+        // Only the backlog left right after a step of progress: between steps it rises anyway.
+        if x.fresh && (x.consumed > 0.0 || step_ms <= interval_ms) {
             self.samples.push_back((x.now, x.backlog));
         }
         while self
@@ -108,9 +130,16 @@ impl Detector for BacklogDetector {
             && x.backlog >= PEAK_SHARE * peak
             && rises_throughout(&self.samples)
             && x.backlog > first;
-        let fire = growing && backlog_secs >= self.cfg.min_backlog_seconds;
-        let sustain =
-            self.active && tau > 0.0 && backlog_secs >= self.cfg.min_backlog_seconds / 2.0;
+        // A consumer that progresses in steps holds up to a step's worth of backlog as a matter
+        // of course (and a scrape may land anywhere in the step): that much is its normal.
+        let usual_secs = if step_ms > interval_ms {
+            STEP_ALLOWANCE * step_ms as f64 / 1000.0
+        } else {
+            0.0
+        };
+        let min_secs = self.cfg.min_backlog_seconds + usual_secs;
+        let fire = growing && backlog_secs >= min_secs;
+        let sustain = self.active && tau > 0.0 && backlog_secs >= min_secs / 2.0;
         self.active = fire || sustain;
         if !self.active {
             return None;

@@ -54,18 +54,20 @@ impl GroupStallDetector {
     }
 
     fn freeze_limit_ms(&self, p: &PartitionView, members: &Gauge) -> i64 {
-        let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
-        let floor = if rebalanced {
-            self.cfg.stall_after_rebalance
-        } else {
-            self.cfg.stall_after
-        };
-        freeze_limit_ms(
+        let ms = |d: std::time::Duration| d.as_millis() as i64;
+        let usual = freeze_limit_ms(
             p.cadence_ms,
-            floor.as_millis() as i64,
+            ms(self.cfg.stall_after),
             self.cfg.cadence_factor,
-            self.cfg.stall_after_unlearned.as_millis() as i64,
-        )
+            ms(self.cfg.stall_after_unlearned),
+        );
+        // A rebalance takes its time, and a consumer that commits in steps may miss one of them.
+        let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
+        if rebalanced {
+            ms(self.cfg.stall_after_rebalance).max(usual + p.cadence_ms.unwrap_or(0))
+        } else {
+            usual
+        }
     }
 
     /// Rule 2 — a group with no members for `no_members_after` while it has lag is stopped.
@@ -240,11 +242,14 @@ impl QueueStallDetector {
             return None;
         }
         let for_ms = q.acks.map_or(0, |(_, seen)| seen) - last.at;
+        // Until the cadence is learned the floor applies: this rule also needs held messages and
+        // a growing queue, so it has no need of the partitions' longer start-up grace.
+        let floor = self.cfg.no_acks_after.as_millis() as i64;
         let limit = freeze_limit_ms(
             self.ack_cadence.typical_ms(),
-            self.cfg.no_acks_after.as_millis() as i64,
+            floor,
             self.cfg.cadence_factor,
-            self.cfg.stall_after_unlearned.as_millis() as i64,
+            floor,
         );
         (unacked > 0.0 && ready > last.ready && for_ms >= limit).then_some(for_ms)
     }

@@ -9,7 +9,10 @@
 
 mod plan;
 mod scrape;
+mod topology;
 mod world;
+
+pub use topology::Topology;
 
 use std::io::{self, Write};
 
@@ -20,7 +23,7 @@ use rand_distr::{Distribution, Normal};
 use super::labels::LabelFile;
 use plan::{plan_incidents, plan_traps};
 use scrape::{latency_observations, scrape_kafka, scrape_rabbit, EventWriter};
-use world::{step, Action, World};
+use world::{step, Action};
 
 /// Monday 2026-01-05 06:00 UTC: the day's load is ramping up.
 pub const DEFAULT_START_MS: i64 = 1_767_592_800_000;
@@ -37,15 +40,24 @@ pub const INCIDENT_KINDS: [&str; 7] = [
     "rabbit_unacked_stuck",
 ];
 
-/// `payments` mixes every incident kind; `quiet` has none (only traps); an incident kind's name
-/// (with `-` or `_`) repeats only that kind.
-pub fn scenario_kinds(scenario: &str) -> Option<Vec<&'static str>> {
+/// What a scenario name asks for: a topology (`payments` unless named) and the incident kinds.
+/// `payments` and `wide` mix every kind; `quiet` and `wide-quiet` have none (only traps); an
+/// incident kind's name (with `-` or `_`), alone or after `wide:`, repeats only that kind.
+pub fn parse_scenario(scenario: &str) -> Option<(Topology, Vec<&'static str>)> {
     let s = scenario.replace('-', "_");
-    match s.as_str() {
-        "payments" | "mixed" => Some(INCIDENT_KINDS.to_vec()),
-        "quiet" => Some(Vec::new()),
-        _ => INCIDENT_KINDS.iter().find(|k| **k == s).map(|k| vec![*k]),
-    }
+    let (topology, rest) = match s.split_once(':') {
+        Some((t, rest)) => (Topology::ALL.into_iter().find(|x| x.name() == t)?, rest),
+        None => match Topology::ALL.into_iter().find(|x| s.starts_with(x.name())) {
+            Some(t) => (t, &s[t.name().len()..]),
+            None => (Topology::Payments, s.as_str()),
+        },
+    };
+    let kinds = match rest {
+        "" | "mixed" => INCIDENT_KINDS.to_vec(),
+        "quiet" | "_quiet" => Vec::new(),
+        kind => vec![*INCIDENT_KINDS.iter().find(|k| **k == kind)?],
+    };
+    Some((topology, kinds))
 }
 
 #[derive(Debug, Clone)]
@@ -65,20 +77,22 @@ pub struct GenSummary {
 
 /// Generates the scenario: events (JSONL) to `events`, and its labels.
 pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(LabelFile, GenSummary)> {
-    let kinds = scenario_kinds(&opts.scenario).ok_or_else(|| {
+    let (topology, kinds) = parse_scenario(&opts.scenario).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "unknown scenario `{}`: payments, quiet, or one of {}",
+                "unknown scenario `{}`: payments, quiet, wide, wide-quiet, or one of {} (alone or after `wide:`)",
                 opts.scenario,
                 INCIDENT_KINDS.join(", ")
             ),
         )
     })?;
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let mut world = World::new();
+    let mut world = topology.world(&mut rng);
     let secs = (opts.hours * 3600.0).round() as u64;
-    let (episodes, incidents) = plan_incidents(&world, &kinds, secs, &mut rng, opts.start_ms);
+    let subtle = topology.subtle();
+    let (episodes, incidents) =
+        plan_incidents(&world, &kinds, subtle, secs, &mut rng, opts.start_ms);
     let (traps_plan, traps) = plan_traps(&world, &episodes, secs, &mut rng, opts.start_ms);
     let mut timeline: Vec<(u64, bool, Action)> = Vec::new();
     for e in episodes.iter().chain(&traps_plan) {
@@ -187,6 +201,44 @@ mod tests {
         assert!(labels.traps.iter().any(|t| t.name == "rebalance"));
         let (_, quiet) = gen("quiet", 2.0, 11);
         assert!(quiet.incidents.is_empty() && !quiet.traps.is_empty());
+    }
+
+    #[test]
+    fn scenario_names_choose_a_topology_and_kinds() {
+        let all = INCIDENT_KINDS.len();
+        assert_eq!(parse_scenario("payments").unwrap().1.len(), all);
+        assert_eq!(
+            parse_scenario("quiet").unwrap(),
+            (Topology::Payments, vec![])
+        );
+        assert_eq!(parse_scenario("wide").unwrap().0, Topology::Wide);
+        assert_eq!(parse_scenario("wide").unwrap().1.len(), all);
+        assert_eq!(
+            parse_scenario("wide-quiet").unwrap(),
+            (Topology::Wide, vec![])
+        );
+        assert_eq!(
+            parse_scenario("wide:group-stop").unwrap(),
+            (Topology::Wide, vec!["group_stop"])
+        );
+        assert_eq!(
+            parse_scenario("partition-stall").unwrap(),
+            (Topology::Payments, vec!["partition_stall"])
+        );
+        assert!(parse_scenario("wide:nope").is_none());
+        assert!(parse_scenario("narrow").is_none());
+    }
+
+    #[test]
+    fn a_wide_world_has_slow_committers_several_vhosts_and_every_kind() {
+        let (text, labels) = gen("wide", 6.0, 5);
+        for k in INCIDENT_KINDS {
+            assert!(labels.incidents.iter().any(|i| i.name == k), "no {k}");
+        }
+        assert!(text.contains(r#""consumergroup":"orders-archive-sink""#));
+        for vhost in ["/payments", "/notify", "/risk"] {
+            assert!(text.contains(&format!(r#""vhost":"{vhost}""#)), "{vhost}");
+        }
     }
 
     #[test]

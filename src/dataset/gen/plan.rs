@@ -20,6 +20,7 @@ pub(super) struct Episode {
 pub(super) fn plan_incidents(
     world: &World,
     kinds: &[&str],
+    subtle: bool,
     secs: u64,
     rng: &mut StdRng,
     start_ms: i64,
@@ -45,6 +46,12 @@ pub(super) fn plan_incidents(
         let g = rng.random_range(0..world.groups.len());
         let q = rng.random_range(0..world.queues.len());
         let l = rng.random_range(0..world.latencies.len());
+        // Subtle slowdowns consume only 15–40% less than arrives; the default ones 35% less.
+        let slow_share = if subtle && kind == "backlog_growth" {
+            rng.random_range(0.6..0.85)
+        } else {
+            0.65
+        };
         let (action, dur, alert_kind, labels) = match kind {
             "partition_stall" => {
                 let p = rng.random_range(0..world.groups[g].position.len());
@@ -83,13 +90,13 @@ pub(super) fn plan_incidents(
                 )
             }
             "backlog_growth" if rng.random_bool(0.5) => (
-                Action::SlowQueue(q),
+                Action::SlowQueue(q, slow_share),
                 minutes(rng, 15, 25),
                 AlertKind::BacklogGrowth,
                 world.queue_labels(q),
             ),
             "backlog_growth" => (
-                Action::SlowGroup(g),
+                Action::SlowGroup(g, slow_share),
                 minutes(rng, 15, 25),
                 AlertKind::BacklogGrowth,
                 world.group_labels(g),

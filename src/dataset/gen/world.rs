@@ -1,14 +1,15 @@
 //! The simulated world: a Kafka cluster (topics, partitions, consumer groups that consume and
-//! commit every 5 s), a RabbitMQ broker (queues, consumers, prefetch) and the end-to-end latency
-//! of each consumer, advanced one second at a time. Incidents and traps change it through
-//! [`Action`]s.
+//! commit on their own schedule), a RabbitMQ broker (queues in vhosts, consumers, prefetch) and
+//! the end-to-end latency of each consumer, advanced one second at a time. Its shape comes from a
+//! [`topology`](super::topology); incidents and traps change it through [`Action`]s.
 
 use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Poisson};
 
-pub(super) const COMMIT_EVERY_S: u64 = 5;
+use super::topology::{GroupSpec, QueueSpec, TopicSpec};
+
 pub(super) const KAFKA: &str = "pay-kafka";
 pub(super) const RABBIT: &str = "pay-rabbit";
 
@@ -25,16 +26,21 @@ pub(super) struct Group {
     pub(super) members: u32,
     pub(super) base_members: u32,
     pub(super) headroom: f64,
+    /// Commits every `commit_every` seconds, `commit_phase` seconds into each period.
+    pub(super) commit_every: u64,
+    pub(super) commit_phase: u64,
     pub(super) position: Vec<f64>,
     pub(super) committed: Vec<f64>,
     pub(super) paused: bool,
     pub(super) stuck_partition: Option<usize>,
     pub(super) stopped: bool,
-    pub(super) slow: bool,
+    /// Consumption as a share of production while a slowdown lasts.
+    pub(super) slow: Option<f64>,
 }
 
 pub(super) struct Queue {
     pub(super) name: &'static str,
+    pub(super) vhost: &'static str,
     pub(super) rate: f64,
     pub(super) base_consumers: u32,
     pub(super) consumers: u32,
@@ -46,6 +52,8 @@ pub(super) struct Queue {
     pub(super) delivered: f64,
     pub(super) acked: f64,
     pub(super) mode: QueueMode,
+    /// Consumption as a share of publishing while in [`QueueMode::Slow`].
+    pub(super) slow_share: f64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -92,8 +100,9 @@ impl Latency {
 pub(super) enum Action {
     StickPartition(usize, usize),
     StopGroup(usize),
-    SlowGroup(usize),
-    SlowQueue(usize),
+    /// Consumption falls to this share of production.
+    SlowGroup(usize, f64),
+    SlowQueue(usize, f64),
     QueueMode(usize, QueueMode),
     LatencyFactor(usize, f64, f64),
     Burst(usize, f64),
@@ -109,75 +118,73 @@ pub(super) struct World {
 }
 
 impl World {
-    pub(super) fn new() -> World {
-        let topic = |name, partitions, rate| Topic {
-            name,
-            rate,
-            end: vec![0.0; partitions],
-            burst: 1.0,
-        };
-        let topics = vec![
-            topic("payments.authorize", 12, 150.0),
-            topic("payments.settle", 6, 40.0),
-            topic("risk.checks", 6, 80.0),
-        ];
-        let group = |name, topic: usize, members, n| Group {
-            name,
-            topic,
-            members,
-            base_members: members,
-            headroom: 3.0,
-            position: vec![0.0; n],
-            committed: vec![0.0; n],
-            paused: false,
-            stuck_partition: None,
-            stopped: false,
-            slow: false,
-        };
-        let groups = vec![
-            group("auth-service", 0, 4, 12),
-            group("fraud-scorer", 0, 3, 12),
-            group("settlement-service", 1, 2, 6),
-            group("risk-engine", 2, 3, 6),
-        ];
-        let queue = |name, rate: f64, consumers| Queue {
-            name,
-            rate,
-            base_consumers: consumers,
-            consumers,
-            prefetch: 20,
-            capacity: rate * 3.0,
-            ready: 0.0,
-            unacked: 0.0,
-            published: 0.0,
-            delivered: 0.0,
-            acked: 0.0,
-            mode: QueueMode::Normal,
-        };
-        let queues = vec![
-            queue("risk.scoring", 30.0, 3),
-            queue("notifications.email", 10.0, 2),
-            queue("ledger.postings", 20.0, 2),
-        ];
-        let mut latencies = Vec::new();
-        for (g, base) in groups.iter().zip([45.0, 80.0, 150.0, 30.0]) {
-            let labels = labels(&[
-                ("cluster", KAFKA),
-                ("topic", topics[g.topic].name),
-                ("consumergroup", g.name),
-            ]);
-            latencies.push(Latency::steady(labels, base));
-        }
-        for (q, base) in queues.iter().zip([20.0, 60.0, 35.0]) {
-            let labels = labels(&[("cluster", RABBIT), ("vhost", "/"), ("queue", q.name)]);
-            latencies.push(Latency::steady(labels, base));
-        }
-        World {
+    /// Builds the world a topology describes; latency streams follow the groups, then the queues.
+    pub(super) fn build(
+        topics: &[TopicSpec],
+        groups_spec: &[GroupSpec],
+        queues_spec: &[QueueSpec],
+    ) -> World {
+        let topics: Vec<Topic> = topics
+            .iter()
+            .map(|t| Topic {
+                name: t.name,
+                rate: t.rate,
+                end: vec![0.0; t.partitions],
+                burst: 1.0,
+            })
+            .collect();
+        let groups: Vec<Group> = groups_spec
+            .iter()
+            .map(|g| Group {
+                name: g.name,
+                topic: g.topic,
+                members: g.members,
+                base_members: g.members,
+                headroom: 3.0,
+                commit_every: g.commit_every_s,
+                commit_phase: g.commit_phase_s,
+                position: vec![0.0; topics[g.topic].end.len()],
+                committed: vec![0.0; topics[g.topic].end.len()],
+                paused: false,
+                stuck_partition: None,
+                stopped: false,
+                slow: None,
+            })
+            .collect();
+        let queues: Vec<Queue> = queues_spec
+            .iter()
+            .map(|q| Queue {
+                name: q.name,
+                vhost: q.vhost,
+                rate: q.rate,
+                base_consumers: q.consumers,
+                consumers: q.consumers,
+                prefetch: 20,
+                capacity: q.rate * 3.0,
+                ready: 0.0,
+                unacked: 0.0,
+                published: 0.0,
+                delivered: 0.0,
+                acked: 0.0,
+                mode: QueueMode::Normal,
+                slow_share: 1.0,
+            })
+            .collect();
+        let mut world = World {
             topics,
             groups,
             queues,
-            latencies,
+            latencies: Vec::new(),
+        };
+        for (i, g) in groups_spec.iter().enumerate() {
+            let labels = world.group_labels(i);
+            world.latencies.push(Latency::steady(labels, g.latency_ms));
         }
+        for (i, q) in queues_spec.iter().enumerate() {
+            let labels = world.queue_labels(i);
+            world.latencies.push(Latency::steady(labels, q.latency_ms));
+        }
+        world
     }
 
     pub(super) fn group_labels(&self, g: usize) -> BTreeMap<String, String> {
@@ -190,11 +197,8 @@ impl World {
     }
 
     pub(super) fn queue_labels(&self, q: usize) -> BTreeMap<String, String> {
-        labels(&[
-            ("cluster", RABBIT),
-            ("vhost", "/"),
-            ("queue", self.queues[q].name),
-        ])
+        let q = &self.queues[q];
+        labels(&[("cluster", RABBIT), ("vhost", q.vhost), ("queue", q.name)])
     }
 
     pub(super) fn apply(&mut self, a: Action, on: bool, t: u64) {
@@ -205,8 +209,9 @@ impl World {
                 g.stopped = on;
                 g.members = if on { 0 } else { g.base_members };
             }
-            Action::SlowGroup(g) => self.groups[g].slow = on,
-            Action::SlowQueue(q) => {
+            Action::SlowGroup(g, share) => self.groups[g].slow = on.then_some(share),
+            Action::SlowQueue(q, share) => {
+                self.queues[q].slow_share = share;
                 self.queues[q].mode = if on {
                     QueueMode::Slow
                 } else {
@@ -274,8 +279,8 @@ pub(super) fn step(w: &mut World, start_ms: i64, t: u64, rng: &mut StdRng) {
         let tp = &w.topics[g.topic];
         let n = tp.end.len() as f64;
         let produced_pp = tp.rate * load * tp.burst / n;
-        let capacity = if g.slow {
-            0.65 * produced_pp
+        let capacity = if let Some(share) = g.slow {
+            share * produced_pp
         } else {
             g.headroom * tp.rate * 1.45 / n
         };
@@ -284,7 +289,7 @@ pub(super) fn step(w: &mut World, start_ms: i64, t: u64, rng: &mut StdRng) {
             if !halted {
                 g.position[p] = (g.position[p] + capacity).min(tp.end[p]);
             }
-            if t % COMMIT_EVERY_S == 0 && !g.stopped && !g.paused {
+            if t % g.commit_every == g.commit_phase && !g.stopped && !g.paused {
                 g.committed[p] = g.position[p].floor();
             }
         }
@@ -305,7 +310,7 @@ pub(super) fn step(w: &mut World, start_ms: i64, t: u64, rng: &mut StdRng) {
             QueueMode::Normal | QueueMode::Slow => {
                 // Messages stuck unacked from a previous incident are acked first.
                 let cap = if q.mode == QueueMode::Slow {
-                    0.65 * q.rate * load
+                    q.slow_share * q.rate * load
                 } else {
                     q.capacity
                 };

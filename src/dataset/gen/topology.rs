@@ -1,0 +1,153 @@
+//! The shapes of world the generator builds. `payments` is the small cluster every figure in the
+//! README started from; `wide` is a bigger one of another shape: topics of 12–24 partitions read
+//! by several groups each, among them sinks and batch jobs that commit only every 30 s to 3 min,
+//! queues in several vhosts, a trickle topic, and rates and latencies that vary with the seed.
+
+use rand::rngs::StdRng;
+use rand::RngExt;
+
+use super::world::World;
+
+pub(super) struct TopicSpec {
+    pub(super) name: &'static str,
+    pub(super) partitions: usize,
+    /// Messages per second over the whole topic, at the day's average load.
+    pub(super) rate: f64,
+}
+
+pub(super) struct GroupSpec {
+    pub(super) name: &'static str,
+    pub(super) topic: usize,
+    pub(super) members: u32,
+    pub(super) commit_every_s: u64,
+    pub(super) commit_phase_s: u64,
+    pub(super) latency_ms: f64,
+}
+
+pub(super) struct QueueSpec {
+    pub(super) name: &'static str,
+    pub(super) vhost: &'static str,
+    pub(super) rate: f64,
+    pub(super) consumers: u32,
+    pub(super) latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Payments,
+    Wide,
+}
+
+impl Topology {
+    pub const ALL: [Topology; 2] = [Topology::Payments, Topology::Wide];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Payments => "payments",
+            Topology::Wide => "wide",
+        }
+    }
+
+    /// Whether incidents are placed at subtler magnitudes than the payments defaults.
+    pub(super) fn subtle(self) -> bool {
+        self != Topology::Payments
+    }
+
+    /// The world at the start; `wide` draws its rates, latencies and commit phases from `rng`.
+    pub(super) fn world(self, rng: &mut StdRng) -> World {
+        match self {
+            Topology::Payments => payments(),
+            Topology::Wide => wide(rng),
+        }
+    }
+}
+
+fn payments() -> World {
+    let topic = |name, partitions, rate| TopicSpec {
+        name,
+        partitions,
+        rate,
+    };
+    let group = |name, topic, members, latency_ms| GroupSpec {
+        name,
+        topic,
+        members,
+        commit_every_s: 5,
+        commit_phase_s: 0,
+        latency_ms,
+    };
+    let queue = |name, rate, consumers, latency_ms| QueueSpec {
+        name,
+        vhost: "/",
+        rate,
+        consumers,
+        latency_ms,
+    };
+    World::build(
+        &[
+            topic("payments.authorize", 12, 150.0),
+            topic("payments.settle", 6, 40.0),
+            topic("risk.checks", 6, 80.0),
+        ],
+        &[
+            group("auth-service", 0, 4, 45.0),
+            group("fraud-scorer", 0, 3, 80.0),
+            group("settlement-service", 1, 2, 150.0),
+            group("risk-engine", 2, 3, 30.0),
+        ],
+        &[
+            queue("risk.scoring", 30.0, 3, 20.0),
+            queue("notifications.email", 10.0, 2, 60.0),
+            queue("ledger.postings", 20.0, 2, 35.0),
+        ],
+    )
+}
+
+fn wide(rng: &mut StdRng) -> World {
+    let scale = |rng: &mut StdRng, x: f64| x * rng.random_range(0.6..1.6);
+    let topics = [
+        ("orders.events", 24, 240.0),
+        ("payments.captures", 16, 120.0),
+        ("ledger.entries", 12, 60.0),
+        ("refunds.requests", 12, 6.0),
+    ]
+    .map(|(name, partitions, rate)| TopicSpec {
+        name,
+        partitions,
+        rate: scale(rng, rate),
+    });
+    let groups = [
+        ("order-service", 0, 6, 5),
+        ("orders-archive-sink", 0, 2, 60),
+        ("orders-analytics-batch", 0, 1, 180),
+        ("capture-service", 1, 4, 5),
+        ("captures-s3-sink", 1, 1, 60),
+        ("ledger-writer", 2, 3, 5),
+        ("reconciliation", 2, 1, 30),
+        ("refund-service", 3, 2, 5),
+        ("refunds-audit-sink", 3, 1, 60),
+    ]
+    .map(|(name, topic, members, every)| GroupSpec {
+        name,
+        topic,
+        members,
+        commit_every_s: every,
+        commit_phase_s: rng.random_range(0..every),
+        latency_ms: scale(rng, 60.0),
+    });
+    let queues = [
+        ("card.auth.requests", "/payments", 40.0, 4),
+        ("refunds", "/payments", 3.0, 1),
+        ("sms.outbound", "/notify", 8.0, 2),
+        ("email.outbound", "/notify", 15.0, 2),
+        ("risk.review", "/risk", 1.0, 1),
+    ]
+    .map(|(name, vhost, rate, consumers)| QueueSpec {
+        name,
+        vhost,
+        rate: scale(rng, rate),
+        consumers,
+        latency_ms: scale(rng, 40.0),
+    });
+    World::build(&topics, &groups, &queues)
+}
