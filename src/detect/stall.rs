@@ -54,26 +54,43 @@ impl GroupStallDetector {
     }
 
     fn freeze_limit_ms(&self, p: &PartitionView, members: &Gauge) -> i64 {
-        let ms = |d: std::time::Duration| d.as_millis() as i64;
-        let usual = freeze_limit_ms(
-            p.cadence_ms,
-            ms(self.cfg.stall_after),
-            self.cfg.cadence_factor,
-            ms(self.cfg.stall_after_unlearned),
-        );
+        let usual = self.usual_freeze_limit_ms(p);
         // A rebalance takes its time, and a consumer that commits in steps may miss one of them.
         let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
         if rebalanced {
-            ms(self.cfg.stall_after_rebalance).max(usual + p.cadence_ms.unwrap_or(0))
+            let rebalance = self.cfg.stall_after_rebalance.as_millis() as i64;
+            rebalance.max(usual + p.cadence_ms.unwrap_or(0))
         } else {
             usual
         }
     }
 
-    /// Rule 2 — a group with no members for `no_members_after` while it has lag is stopped.
-    /// `memberless_ms` is how long it has had none ([`memberless_for`]).
-    fn group_stopped(&self, memberless_ms: i64, total_lag: f64) -> bool {
-        memberless_ms >= self.cfg.no_members_after.as_millis() as i64 && total_lag > 0.0
+    /// How long the partition may stay frozen by its own cadence (`unlearned` until learned).
+    fn usual_freeze_limit_ms(&self, p: &PartitionView) -> i64 {
+        freeze_limit_ms(
+            p.cadence_ms,
+            self.cfg.stall_after.as_millis() as i64,
+            self.cfg.cadence_factor,
+            self.cfg.stall_after_unlearned.as_millis() as i64,
+        )
+    }
+
+    /// Rule 2 — a group with no members for `no_members_after`, whose commits are overdue by
+    /// its own cadence on a partition with lag, is stopped. `memberless_ms` is how long it has
+    /// had none ([`memberless_for`]). A lone consumer restarting (a deploy, a rebalance) leaves
+    /// its group memberless for a while but commits again before it is overdue.
+    fn group_stopped(&self, memberless_ms: i64, parts: &[PartitionView]) -> bool {
+        memberless_ms >= self.cfg.no_members_after.as_millis() as i64
+            && parts.iter().any(|p| {
+                // Without members nothing will commit: the cadence alone is the limit.
+                let overdue = p
+                    .cadence_ms
+                    .map_or(self.cfg.stall_after.as_millis() as i64, |c| {
+                        (c as f64 * self.cfg.cadence_factor) as i64
+                    });
+                let frozen = p.seen_at.saturating_sub(p.progress_at);
+                p.lag.is_some_and(|l| l > 0.0) && frozen >= overdue
+            })
     }
 }
 
@@ -104,9 +121,8 @@ impl Detector for GroupStallDetector {
             members,
         } = view;
 
-        let total_lag: f64 = parts.iter().filter_map(|p| p.lag).sum();
         let no_members_for = memberless_for(members);
-        let stopped = self.group_stopped(no_members_for, total_lag);
+        let stopped = self.group_stopped(no_members_for, parts);
         let mut stalled: smallvec::SmallVec<[&PartitionView; 16]> = parts
             .iter()
             .filter(|p| {
@@ -521,7 +537,7 @@ mod tests {
     #[test]
     fn a_group_without_members_is_stopped_and_critical() {
         let mut d = GroupStallDetector::new(&StallConfig::default());
-        let parts = [part("0", 50.0, 90 * S), part("1", 60.0, 90 * S)];
+        let parts = [part("0", 50.0, 70 * S), part("1", 60.0, 70 * S)];
         let mut m = members(0.0, 60 * S);
         m.update(100 * S, 0.0);
         let f = d
@@ -534,6 +550,39 @@ mod tests {
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.detector, "group_stopped");
         assert_eq!(f.detail[0].1, "0,1");
+    }
+
+    #[test]
+    fn a_lone_consumer_restarting_within_its_commit_cadence_is_not_a_stopped_group() {
+        let mut d = GroupStallDetector::new(&StallConfig::default());
+        let batch = PartitionView {
+            cadence_ms: Some(180 * S),
+            ..part("0", 5000.0, NOW - 150 * S)
+        };
+        let mut m = members(0.0, NOW - 30 * S);
+        m.update(NOW, 0.0);
+        let restarting = [batch];
+        let view = GroupView {
+            group: "batch",
+            partitions: &restarting,
+            members: &m,
+        };
+        assert!(
+            d.on_interval(view).is_none(),
+            "30 s without members, commit not due"
+        );
+        let overdue = [PartitionView {
+            progress_at: NOW - 280 * S,
+            ..batch
+        }];
+        let view = GroupView {
+            partitions: &overdue,
+            ..view
+        };
+        assert_eq!(
+            d.on_interval(view).expect("overdue").detector,
+            "group_stopped"
+        );
     }
 
     /// A queue observed at `now`: consumers unchanged since `consumers_since`, acks since `acks_at`.
