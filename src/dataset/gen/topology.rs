@@ -6,31 +6,7 @@
 use rand::rngs::StdRng;
 use rand::RngExt;
 
-use super::world::World;
-
-pub(super) struct TopicSpec {
-    pub(super) name: &'static str,
-    pub(super) partitions: usize,
-    /// Messages per second over the whole topic, at the day's average load.
-    pub(super) rate: f64,
-}
-
-pub(super) struct GroupSpec {
-    pub(super) name: &'static str,
-    pub(super) topic: usize,
-    pub(super) members: u32,
-    pub(super) commit_every_s: u64,
-    pub(super) commit_phase_s: u64,
-    pub(super) latency_ms: f64,
-}
-
-pub(super) struct QueueSpec {
-    pub(super) name: &'static str,
-    pub(super) vhost: &'static str,
-    pub(super) rate: f64,
-    pub(super) consumers: u32,
-    pub(super) latency_ms: f64,
-}
+use super::world::{GroupSpec, QueueSpec, TopicSpec, World};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {

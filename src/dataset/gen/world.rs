@@ -8,10 +8,33 @@ use std::collections::BTreeMap;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Poisson};
 
-use super::topology::{GroupSpec, QueueSpec, TopicSpec};
-
 pub(super) const KAFKA: &str = "pay-kafka";
 pub(super) const RABBIT: &str = "pay-rabbit";
+
+/// What a topology says of a topic, a group and a queue; the world builds itself from them.
+pub(super) struct TopicSpec {
+    pub(super) name: &'static str,
+    pub(super) partitions: usize,
+    /// Messages per second over the whole topic, at the day's average load.
+    pub(super) rate: f64,
+}
+
+pub(super) struct GroupSpec {
+    pub(super) name: &'static str,
+    pub(super) topic: usize,
+    pub(super) members: u32,
+    pub(super) commit_every_s: u64,
+    pub(super) commit_phase_s: u64,
+    pub(super) latency_ms: f64,
+}
+
+pub(super) struct QueueSpec {
+    pub(super) name: &'static str,
+    pub(super) vhost: &'static str,
+    pub(super) rate: f64,
+    pub(super) consumers: u32,
+    pub(super) latency_ms: f64,
+}
 
 pub(super) struct Topic {
     pub(super) name: &'static str,
