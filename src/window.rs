@@ -24,6 +24,8 @@ const MAX_RECORDED_US: u64 = 3_600_000_000;
 pub struct LatencyWindow {
     ring: Vec<Histogram<u32>>,
     slots: Vec<i64>,
+    /// Where thin intervals are pooled; kept so that pooling does not allocate once warm.
+    pooled: Histogram<u32>,
 }
 
 impl LatencyWindow {
@@ -32,8 +34,9 @@ impl LatencyWindow {
         let mut h = Histogram::<u32>::new(significant_digits).expect("digits validated by config");
         h.auto(true);
         LatencyWindow {
-            ring: vec![h; intervals],
+            ring: vec![h.clone(); intervals],
             slots: vec![i64::MIN; intervals],
+            pooled: h,
         }
     }
 
@@ -52,6 +55,29 @@ impl LatencyWindow {
     pub fn interval(&self, slot: i64) -> Option<IntervalQuantiles> {
         let i = slot.rem_euclid(self.ring.len() as i64) as usize;
         (self.slots[i] == slot && !self.ring[i].is_empty()).then(|| quantiles(&self.ring[i]))
+    }
+
+    /// Quantiles of the newest evidence at `slot`: the slot alone when it holds `min_count`
+    /// observations, else pooled with the slots before it (within the ring) until it does. `None`
+    /// when the slot recorded nothing new, or the whole ring holds fewer than `min_count`: a thin
+    /// stream is judged as often as it says enough, never on one or two values.
+    pub fn recent(&mut self, slot: i64, min_count: u64) -> Option<IntervalQuantiles> {
+        let newest = self.interval(slot)?;
+        if newest.count >= min_count {
+            return Some(newest);
+        }
+        self.pooled.reset();
+        for back in 0..self.ring.len() as i64 {
+            let i = (slot - back).rem_euclid(self.ring.len() as i64) as usize;
+            if self.slots[i] != slot - back {
+                continue;
+            }
+            let _ = self.pooled.add(&self.ring[i]);
+            if self.pooled.len() >= min_count {
+                return Some(quantiles(&self.pooled));
+            }
+        }
+        None
     }
 
     /// Quantiles over the rolling window ending with `slot`.
@@ -164,6 +190,29 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thin_intervals_are_pooled_until_they_say_enough() {
+        let mut w = LatencyWindow::new(6, 2);
+        w.record(10, 40.0);
+        assert_eq!(w.recent(10, 3), None, "one value is not enough");
+        w.record(11, 42.0);
+        w.record(12, 400.0);
+        let q = w.recent(12, 3).expect("three values in three slots");
+        assert_eq!(q.count, 3);
+        assert!((41.0..43.0).contains(&q.p50), "{q:?}");
+        assert_eq!(w.recent(13, 3), None, "nothing new in slot 13");
+        for v in [50.0, 51.0, 52.0] {
+            w.record(14, v);
+        }
+        assert_eq!(
+            w.recent(14, 3).unwrap().count,
+            3,
+            "a full slot stands alone"
+        );
+        w.record(30, 45.0);
+        assert_eq!(w.recent(30, 3), None, "older slots left the ring");
+    }
 
     #[test]
     fn interval_quantiles_ignore_a_single_outlier() {

@@ -79,13 +79,36 @@ fn unseen_wide_scenarios_meet_the_detection_floors() {
     assert_floors("wide", &[90_101, 90_102], floors);
 }
 
+/// Thin traffic: partitions idle between messages, latency observed a few times a minute,
+/// half-hourly settlement bursts and hourly batch dumps that are normal.
 #[test]
-fn a_quiet_wide_day_with_slow_committers_raises_no_alert() {
+fn unseen_sparse_scenarios_meet_the_detection_floors() {
+    let floors = Floors {
+        recall: 0.85,
+        first_kind: 0.95,
+        false_per_hour: 0.1,
+        median_delay_s: 100.0,
+    };
+    assert_floors("sparse", &[90_201, 90_202], floors);
+}
+
+#[test]
+fn quiet_wide_and_sparse_days_raise_no_alert() {
     let dir = tempfile::tempdir().unwrap();
-    let (events, labels) = common::scenario(dir.path(), "wide-quiet", 12.0, 78);
-    assert!(labels.traps.len() >= 10, "{} traps", labels.traps.len());
-    let run = common::replay_collect(Config::default(), &[events]);
-    assert!(run.alerts.is_empty(), "{:#?}", run.alerts.first());
+    for (scenario, seed) in [("wide-quiet", 78), ("sparse-quiet", 79)] {
+        let (events, labels) = common::scenario(dir.path(), scenario, 12.0, seed);
+        assert!(
+            labels.traps.len() >= 10,
+            "{scenario}: {} traps",
+            labels.traps.len()
+        );
+        let run = common::replay_collect(Config::default(), &[events]);
+        assert!(
+            run.alerts.is_empty(),
+            "{scenario}: {:#?}",
+            run.alerts.first()
+        );
+    }
 }
 
 #[test]

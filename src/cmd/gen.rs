@@ -10,8 +10,9 @@ use crate::dataset::gen::{generate, GenOptions, GenSummary, DEFAULT_START_MS};
 #[derive(clap::Args)]
 pub struct Args {
     /// payments (every incident kind), quiet (traps only), wide (another topology: more
-    /// partitions and groups, slow committers, several vhosts, subtler incidents), wide-quiet, or
-    /// one incident kind, alone or after `wide:`: partition-stall, group-stop, latency-spike,
+    /// partitions and groups, slow committers, several vhosts, subtler incidents), sparse (thin
+    /// traffic, recurring bursts and batch dumps), wide-quiet, sparse-quiet, or one incident
+    /// kind, alone or after `wide:` or `sparse:`: partition-stall, group-stop, latency-spike,
     /// latency-drift, backlog-growth, rabbit-consumers-gone, rabbit-unacked-stuck.
     #[arg(long, default_value = "payments")]
     scenario: String,

@@ -1,5 +1,6 @@
 //! Abnormal end-to-end latency: each interval's p50 and (outlier-proof) p99, in log space, against
-//! a median/MAD baseline of the last hour of normal intervals.
+//! a median/MAD baseline of the last hour of normal intervals. A thin stream (a few observations
+//! a minute) is judged on its recent intervals pooled until they hold enough observations.
 //!
 //! Two paths fire: a *spike*, `persistence` consecutive intervals beyond `z_threshold`; and a
 //! *drift*, a CUSUM of the z-scores that climbs past `drift_threshold` when latency creeps up too
@@ -12,8 +13,11 @@ use super::{robust_z, AlertKind, Finding, RobustHistory, Severity};
 use crate::config::LatencyConfig;
 use crate::window::IntervalQuantiles;
 
-/// Below this many observations an interval says too little to judge.
-pub const MIN_COUNT: u64 = 5;
+/// Below this many observations an interval says too little to judge: thinner intervals are
+/// pooled with the ones before them until they reach it ([`LatencyWindow::recent`]).
+///
+/// [`LatencyWindow::recent`]: crate::window::LatencyWindow::recent
+pub const MIN_COUNT: u64 = 3;
 /// A 5% wiggle is never more than one unit of z, however flat the history.
 const MIN_LOG_SCALE: f64 = 0.05;
 

@@ -36,11 +36,17 @@ pub struct PartitionView<'a> {
 #[derive(Debug, Clone)]
 pub struct GroupStallDetector {
     cfg: StallConfig,
+    /// The most members the group has been seen with: a lone consumer restarting leaves its
+    /// group empty for as long as a rebalance takes.
+    most_members: f64,
 }
 
 impl GroupStallDetector {
     pub fn new(cfg: &StallConfig) -> Self {
-        GroupStallDetector { cfg: cfg.clone() }
+        GroupStallDetector {
+            cfg: cfg.clone(),
+            most_members: 0.0,
+        }
     }
 
     /// Rule 1 — a partition with lag whose committed offset has been frozen for `stall_after`
@@ -75,12 +81,18 @@ impl GroupStallDetector {
         )
     }
 
-    /// Rule 2 — a group with no members for `no_members_after`, whose commits are overdue by
-    /// its own cadence on a partition with lag, is stopped. `memberless_ms` is how long it has
+    /// Rule 2 — a group with no members for `no_members_after` (`stall_after` for a group of one
+    /// consumer), whose commits are overdue by its own cadence on a partition with lag, is
+    /// stopped. `memberless_ms` is how long it has
     /// had none ([`memberless_for`]). A lone consumer restarting (a deploy, a rebalance) leaves
     /// its group memberless for a while but commits again before it is overdue.
     fn group_stopped(&self, memberless_ms: i64, parts: &[PartitionView]) -> bool {
-        memberless_ms >= self.cfg.no_members_after.as_millis() as i64
+        let after = if self.most_members <= 1.0 {
+            self.cfg.stall_after
+        } else {
+            self.cfg.no_members_after
+        };
+        memberless_ms >= after.as_millis() as i64
             && parts.iter().any(|p| {
                 // Without members nothing will commit: the cadence alone is the limit.
                 let overdue = p
@@ -121,6 +133,7 @@ impl Detector for GroupStallDetector {
             members,
         } = view;
 
+        self.most_members = self.most_members.max(members.value().unwrap_or(0.0));
         let no_members_for = memberless_for(members);
         let stopped = self.group_stopped(no_members_for, parts);
         let mut stalled: smallvec::SmallVec<[&PartitionView; 16]> = parts
@@ -226,6 +239,7 @@ pub struct QueueStallDetector {
 struct LastAck {
     at: i64,
     ready: f64,
+    unacked: f64,
     redelivered: f64,
     /// Whether messages were waiting or held then: only such pauses teach the ack cadence.
     busy: bool,
@@ -252,7 +266,7 @@ impl QueueStallDetector {
 
     /// Rule 4 — consumers that hold unacked messages and have acked nothing for `no_acks_after`
     /// (or `cadence_factor` times their learned ack cadence, when longer) while the ready depth
-    /// grew are stuck (a poison message, a lock); returns for how long.
+    /// or the messages they hold grew are stuck (a poison message, a lock); returns for how long.
     fn unacked_stuck(&self, q: &QueueView, ready: f64, unacked: f64, last: LastAck) -> Option<i64> {
         if q.consumers.value().unwrap_or(0.0) <= 0.0 {
             return None;
@@ -267,7 +281,10 @@ impl QueueStallDetector {
             self.cfg.cadence_factor,
             floor,
         );
-        (unacked > 0.0 && ready > last.ready && for_ms >= limit).then_some(for_ms)
+        // Work piles up in front of them: in the queue, or (within their prefetch) in their hands
+        // — more than one message there, since one slow message is not a pile.
+        let piling = ready > last.ready || unacked >= last.unacked + 2.0;
+        (unacked > 0.0 && piling && for_ms >= limit).then_some(for_ms)
     }
 
     fn finding(&self, detector: &'static str, for_ms: i64, ready: f64, summary: String) -> Finding {
@@ -308,6 +325,7 @@ impl Detector for QueueStallDetector {
                 self.at_last_ack = Some(LastAck {
                     at: t,
                     ready,
+                    unacked: q.unacked.unwrap_or(0.0),
                     redelivered,
                     busy: ready > 0.0 || q.unacked.is_some_and(|u| u > 0.0),
                 });
@@ -326,14 +344,18 @@ impl Detector for QueueStallDetector {
         }
         let unacked = q.unacked.unwrap_or(0.0);
         let last = self.at_last_ack?;
-        let ready_then = last.ready;
         if let Some(for_ms) = self.unacked_stuck(q, ready, unacked, last) {
+            let grew = if ready > last.ready {
+                format!("ready grew from {:.0} to {ready:.0}", last.ready)
+            } else {
+                format!("the unacked grew from {:.0}", last.unacked)
+            };
             return Some(self.finding(
                 "unacked_stuck",
                 for_ms,
                 ready,
                 format!(
-                    "{unacked:.0} messages unacked with no acks for {} s while ready grew from {ready_then:.0} to {ready:.0}{}",
+                    "{unacked:.0} messages unacked with no acks for {} s while {grew}{}",
                     for_ms / 1000,
                     consumer_context(q.utilisation, redelivered - last.redelivered)
                 ),
@@ -538,6 +560,15 @@ mod tests {
     fn a_group_without_members_is_stopped_and_critical() {
         let mut d = GroupStallDetector::new(&StallConfig::default());
         let parts = [part("0", 50.0, 70 * S), part("1", 60.0, 70 * S)];
+        let healthy = [part("0", 50.0, 90 * S)];
+        let four = members(4.0, 0);
+        assert!(d
+            .on_interval(GroupView {
+                group: "g",
+                partitions: &healthy,
+                members: &four,
+            })
+            .is_none());
         let mut m = members(0.0, 60 * S);
         m.update(100 * S, 0.0);
         let f = d
@@ -553,13 +584,40 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_consumer_gone_for_a_rebalance_s_time_is_not_a_stopped_group() {
+        let mut d = GroupStallDetector::new(&StallConfig::default());
+        let mut m = members(1.0, 0);
+        m.update(NOW - 30 * S, 0.0);
+        m.update(NOW, 0.0);
+        let frozen = [part("0", 80.0, NOW - 40 * S)];
+        let view = GroupView {
+            group: "lone",
+            partitions: &frozen,
+            members: &m,
+        };
+        assert!(d.on_interval(view).is_none(), "30 s empty: restarting");
+        let mut m = members(0.0, NOW - 50 * S);
+        m.update(NOW, 0.0);
+        let frozen = [part("0", 80.0, NOW - 60 * S)];
+        let view = GroupView {
+            members: &m,
+            partitions: &frozen,
+            ..view
+        };
+        assert_eq!(
+            d.on_interval(view).expect("50 s empty").detector,
+            "group_stopped"
+        );
+    }
+
+    #[test]
     fn a_lone_consumer_restarting_within_its_commit_cadence_is_not_a_stopped_group() {
         let mut d = GroupStallDetector::new(&StallConfig::default());
         let batch = PartitionView {
             cadence_ms: Some(180 * S),
             ..part("0", 5000.0, NOW - 150 * S)
         };
-        let mut m = members(0.0, NOW - 30 * S);
+        let mut m = members(0.0, NOW - 50 * S);
         m.update(NOW, 0.0);
         let restarting = [batch];
         let view = GroupView {

@@ -314,14 +314,11 @@ impl LatencySeries {
     }
 
     pub fn close(&mut self, now: i64, slot: i64, out: &mut impl FnMut(Alert)) {
-        let q = self.window.interval(slot);
-        let raw = q
-            .as_ref()
-            .filter(|q| q.count >= crate::detect::LATENCY_MIN_COUNT)
-            .map(|q| Raw::Latency {
-                p50: q.p50,
-                p99: q.p99,
-            });
+        let q = self.window.recent(slot, crate::detect::LATENCY_MIN_COUNT);
+        let raw = q.as_ref().map(|q| Raw::Latency {
+            p50: q.p50,
+            p99: q.p99,
+        });
         let (learned, entity) = (&mut self.learned, &self.entity);
         self.latency.judge_confirmed(
             now,

@@ -21,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use super::labels::LabelFile;
-use plan::{plan_incidents, plan_traps};
+use plan::{plan_incidents, plan_traps, recurring_traps};
 use scrape::{latency_observations, scrape_kafka, scrape_rabbit, EventWriter};
 use world::{step, Action};
 
@@ -41,8 +41,9 @@ pub const INCIDENT_KINDS: [&str; 7] = [
 ];
 
 /// What a scenario name asks for: a topology (`payments` unless named) and the incident kinds.
-/// `payments` and `wide` mix every kind; `quiet` and `wide-quiet` have none (only traps); an
-/// incident kind's name (with `-` or `_`), alone or after `wide:`, repeats only that kind.
+/// `payments`, `wide` and `sparse` mix every kind; `quiet`, `wide-quiet` and `sparse-quiet` have
+/// none (only traps); an incident kind's name (with `-` or `_`), alone or after `wide:` or
+/// `sparse:`, repeats only that kind.
 pub fn parse_scenario(scenario: &str) -> Option<(Topology, Vec<&'static str>)> {
     let s = scenario.replace('-', "_");
     let (topology, rest) = match s.split_once(':') {
@@ -81,7 +82,7 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "unknown scenario `{}`: payments, quiet, wide, wide-quiet, or one of {} (alone or after `wide:`)",
+                "unknown scenario `{}`: payments, quiet, wide, wide-quiet, sparse, sparse-quiet, or one of {} (alone or after `wide:` or `sparse:`)",
                 opts.scenario,
                 INCIDENT_KINDS.join(", ")
             ),
@@ -93,7 +94,9 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
     let subtle = topology.subtle();
     let (episodes, incidents) =
         plan_incidents(&world, &kinds, subtle, secs, &mut rng, opts.start_ms);
-    let (traps_plan, traps) = plan_traps(&world, &episodes, secs, &mut rng, opts.start_ms);
+    let (traps_plan, mut traps) = plan_traps(&world, &episodes, secs, &mut rng, opts.start_ms);
+    traps.extend(recurring_traps(&world, secs, opts.start_ms));
+    traps.sort_by_key(|t| t.start);
     let mut timeline: Vec<(u64, bool, Action)> = Vec::new();
     for e in episodes.iter().chain(&traps_plan) {
         timeline.push((e.start, true, e.action));
@@ -239,6 +242,27 @@ mod tests {
         for vhost in ["/payments", "/notify", "/risk"] {
             assert!(text.contains(&format!(r#""vhost":"{vhost}""#)), "{vhost}");
         }
+    }
+
+    #[test]
+    fn a_sparse_world_labels_its_recurring_bursts_and_dumps_as_traps() {
+        let (text, labels) = gen("sparse", 6.0, 5);
+        for k in INCIDENT_KINDS {
+            assert!(labels.incidents.iter().any(|i| i.name == k), "no {k}");
+        }
+        let count = |name: &str| labels.traps.iter().filter(|t| t.name == name).count();
+        assert!(
+            (11..=13).contains(&count("recurring_burst")),
+            "{}",
+            count("recurring_burst")
+        );
+        assert!(
+            (5..=7).contains(&count("batch_dump")),
+            "{}",
+            count("batch_dump")
+        );
+        assert!(labels.traps.windows(2).all(|w| w[0].start <= w[1].start));
+        assert!(text.contains(r#""queue":"alerts.sms""#));
     }
 
     #[test]

@@ -211,3 +211,33 @@ pub(super) fn plan_traps(
     }
     (plan, traps)
 }
+
+/// The bursts and dumps that are part of the world's normal day, labelled as the traps they are:
+/// each counts until 10 minutes after it began, time enough to drain.
+pub(super) fn recurring_traps(world: &World, secs: u64, start_ms: i64) -> Vec<Trap> {
+    let at = |t: u64| start_ms + t as i64 * 1000;
+    let mut traps = Vec::new();
+    for t in 0..secs {
+        for tp in &world.topics {
+            if tp.bursts.is_some_and(|b| b.starts(t)) {
+                traps.push(Trap {
+                    name: "recurring_burst".into(),
+                    labels: labels(&[("cluster", KAFKA), ("topic", tp.name)]),
+                    start: at(t),
+                    end: at(t + 10 * 60),
+                });
+            }
+        }
+        for (i, q) in world.queues.iter().enumerate() {
+            if q.dumps.is_some_and(|d| d.starts(t)) {
+                traps.push(Trap {
+                    name: "batch_dump".into(),
+                    labels: world.queue_labels(i),
+                    start: at(t),
+                    end: at(t + 10 * 60),
+                });
+            }
+        }
+    }
+    traps
+}

@@ -17,15 +17,21 @@ pub(super) struct TopicSpec {
     pub(super) partitions: usize,
     /// Messages per second over the whole topic, at the day's average load.
     pub(super) rate: f64,
+    /// Bursts that are part of its normal day (a settlement run every half hour).
+    pub(super) bursts: Option<Recurring>,
 }
 
 pub(super) struct GroupSpec {
     pub(super) name: &'static str,
     pub(super) topic: usize,
     pub(super) members: u32,
+    /// Consumption capacity as a multiple of the topic's average rate.
+    pub(super) headroom: f64,
     pub(super) commit_every_s: u64,
     pub(super) commit_phase_s: u64,
     pub(super) latency_ms: f64,
+    /// End-to-end latency observations per second.
+    pub(super) observed_per_s: f64,
 }
 
 pub(super) struct QueueSpec {
@@ -33,7 +39,31 @@ pub(super) struct QueueSpec {
     pub(super) vhost: &'static str,
     pub(super) rate: f64,
     pub(super) consumers: u32,
+    /// Consumption capacity as a multiple of the average publish rate.
+    pub(super) headroom: f64,
     pub(super) latency_ms: f64,
+    pub(super) observed_per_s: f64,
+    /// Batch dumps that are part of its normal day: `factor` is the dump size in messages.
+    pub(super) dumps: Option<Recurring>,
+}
+
+/// Something that recurs every `every_s` seconds from `phase_s`, lasting `len_s`.
+#[derive(Clone, Copy)]
+pub(super) struct Recurring {
+    pub(super) every_s: u64,
+    pub(super) phase_s: u64,
+    pub(super) len_s: u64,
+    pub(super) factor: f64,
+}
+
+impl Recurring {
+    pub(super) fn on(&self, t: u64) -> bool {
+        (t + self.every_s - self.phase_s % self.every_s) % self.every_s < self.len_s
+    }
+
+    pub(super) fn starts(&self, t: u64) -> bool {
+        (t + self.every_s - self.phase_s % self.every_s) % self.every_s == 0
+    }
 }
 
 pub(super) struct Topic {
@@ -41,6 +71,7 @@ pub(super) struct Topic {
     pub(super) rate: f64,
     pub(super) end: Vec<f64>,
     pub(super) burst: f64,
+    pub(super) bursts: Option<Recurring>,
 }
 
 pub(super) struct Group {
@@ -64,6 +95,7 @@ pub(super) struct Group {
 pub(super) struct Queue {
     pub(super) name: &'static str,
     pub(super) vhost: &'static str,
+    pub(super) dumps: Option<Recurring>,
     pub(super) rate: f64,
     pub(super) base_consumers: u32,
     pub(super) consumers: u32,
@@ -98,11 +130,11 @@ pub(super) struct Latency {
 }
 
 impl Latency {
-    pub(super) fn steady(labels: BTreeMap<String, String>, base_ms: f64) -> Latency {
+    pub(super) fn steady(labels: BTreeMap<String, String>, base_ms: f64, rate: f64) -> Latency {
         Latency {
             labels,
             base_ms,
-            rate: 3.0,
+            rate,
             target: 1.0,
             ramp_from: 0,
             ramp_s: 0.0,
@@ -154,6 +186,7 @@ impl World {
                 rate: t.rate,
                 end: vec![0.0; t.partitions],
                 burst: 1.0,
+                bursts: t.bursts,
             })
             .collect();
         let groups: Vec<Group> = groups_spec
@@ -163,7 +196,7 @@ impl World {
                 topic: g.topic,
                 members: g.members,
                 base_members: g.members,
-                headroom: 3.0,
+                headroom: g.headroom,
                 commit_every: g.commit_every_s,
                 commit_phase: g.commit_phase_s,
                 position: vec![0.0; topics[g.topic].end.len()],
@@ -179,11 +212,12 @@ impl World {
             .map(|q| Queue {
                 name: q.name,
                 vhost: q.vhost,
+                dumps: q.dumps,
                 rate: q.rate,
                 base_consumers: q.consumers,
                 consumers: q.consumers,
                 prefetch: 20,
-                capacity: q.rate * 3.0,
+                capacity: q.rate * q.headroom,
                 ready: 0.0,
                 unacked: 0.0,
                 published: 0.0,
@@ -201,11 +235,15 @@ impl World {
         };
         for (i, g) in groups_spec.iter().enumerate() {
             let labels = world.group_labels(i);
-            world.latencies.push(Latency::steady(labels, g.latency_ms));
+            world
+                .latencies
+                .push(Latency::steady(labels, g.latency_ms, g.observed_per_s));
         }
         for (i, q) in queues_spec.iter().enumerate() {
             let labels = world.queue_labels(i);
-            world.latencies.push(Latency::steady(labels, q.latency_ms));
+            world
+                .latencies
+                .push(Latency::steady(labels, q.latency_ms, q.observed_per_s));
         }
         world
     }
@@ -293,7 +331,8 @@ pub(super) fn poisson(rng: &mut StdRng, mean: f64) -> f64 {
 pub(super) fn step(w: &mut World, start_ms: i64, t: u64, rng: &mut StdRng) {
     let load = diurnal(start_ms, t);
     for tp in &mut w.topics {
-        let per_partition = tp.rate * load * tp.burst / tp.end.len() as f64;
+        let recurring = tp.bursts.filter(|b| b.on(t)).map_or(1.0, |b| b.factor);
+        let per_partition = tp.rate * load * tp.burst * recurring / tp.end.len() as f64;
         for end in &mut tp.end {
             *end += poisson(rng, per_partition);
         }
@@ -301,7 +340,8 @@ pub(super) fn step(w: &mut World, start_ms: i64, t: u64, rng: &mut StdRng) {
     for g in &mut w.groups {
         let tp = &w.topics[g.topic];
         let n = tp.end.len() as f64;
-        let produced_pp = tp.rate * load * tp.burst / n;
+        let recurring = tp.bursts.filter(|b| b.on(t)).map_or(1.0, |b| b.factor);
+        let produced_pp = tp.rate * load * tp.burst * recurring / n;
         let capacity = if let Some(share) = g.slow {
             share * produced_pp
         } else {
@@ -318,7 +358,8 @@ pub(super) fn step(w: &mut World, start_ms: i64, t: u64, rng: &mut StdRng) {
         }
     }
     for q in &mut w.queues {
-        let published = poisson(rng, q.rate * load);
+        let dumped = q.dumps.filter(|d| d.starts(t)).map_or(0.0, |d| d.factor);
+        let published = poisson(rng, q.rate * load) + dumped;
         q.published += published;
         q.ready += published;
         let window = (q.prefetch * q.consumers) as f64;
