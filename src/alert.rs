@@ -195,6 +195,11 @@ impl<D: Detector> Judged<D> {
         }
     }
 
+    /// Whether an episode of this detector is open.
+    pub fn is_firing(&self) -> bool {
+        self.track.is_firing()
+    }
+
     /// Judges one closed interval ending at `now`.
     pub fn judge(
         &mut self,

@@ -11,9 +11,11 @@ use crate::dataset::gen::{generate, GenOptions, GenSummary, DEFAULT_START_MS};
 pub struct Args {
     /// payments (every incident kind), quiet (traps only), wide (another topology: more
     /// partitions and groups, slow committers, several vhosts, subtler incidents), sparse (thin
-    /// traffic, recurring bursts and batch dumps), wide-quiet, sparse-quiet, or one incident
-    /// kind, alone or after `wide:` or `sparse:`: partition-stall, group-stop, latency-spike,
-    /// latency-drift, backlog-growth, rabbit-consumers-gone, rabbit-unacked-stuck.
+    /// traffic, recurring bursts and batch dumps), noisy (slow, jittery scrapes, frequent
+    /// rebalances, counter resets, bimodal latency), each also with -quiet (traps only), or one
+    /// incident kind, alone or after a topology and `:` (wide:group-stop): partition-stall,
+    /// group-stop, latency-spike, latency-drift, backlog-growth, rabbit-consumers-gone,
+    /// rabbit-unacked-stuck.
     #[arg(long, default_value = "payments")]
     scenario: String,
     #[arg(long, default_value_t = 6.0)]

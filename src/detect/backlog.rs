@@ -79,8 +79,7 @@ impl Detector for BacklogDetector {
     fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {
         let now_rate = x.consumed / x.interval_secs;
         // Smoothed over a minute, or over three steps for consumers that progress in steps.
-        let step_intervals =
-            self.steps.typical_ms().unwrap_or(0) as f64 / (x.interval_secs * 1000.0);
+        let step_intervals = self.steps.typical().unwrap_or(0) as f64 / (x.interval_secs * 1000.0);
         let alpha = RATE_ALPHA.min(1.0 / (3.0 * step_intervals).max(1.0));
         let rate = match self.rate {
             None => now_rate,
@@ -94,7 +93,7 @@ impl Detector for BacklogDetector {
             }
             self.progressed_at = Some(x.now);
         }
-        let step_ms = self.steps.typical_ms().unwrap_or(interval_ms);
+        let step_ms = self.steps.typical().unwrap_or(interval_ms);
         let overdue_after = (PROGRESS_INTERVALS * interval_ms).max(step_ms * 3 / 2);
         let progressing = self
             .progressed_at

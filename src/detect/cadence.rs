@@ -1,4 +1,5 @@
-//! How long something usually stays still before it moves, learned per entity.
+//! How long something usually lasts before it ends, learned per entity: a freeze before the next
+//! commit, a pause before the next ack, a harmless excursion of latency before it settles.
 //!
 //! A consumer that commits every 5 s and a Kafka Connect sink that commits every 60 s both look
 //! frozen between commits; only what each usually does tells a stall from a pause. A [`Cadence`]
@@ -13,33 +14,33 @@ const MIN_SEEN: usize = 3;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Cadence {
-    freezes_ms: [u32; KEPT],
+    lengths: [u32; KEPT],
     seen: usize,
 }
 
 impl Default for Cadence {
     fn default() -> Self {
         Cadence {
-            freezes_ms: [0; KEPT],
+            lengths: [0; KEPT],
             seen: 0,
         }
     }
 }
 
 impl Cadence {
-    /// A freeze of `ms` ended in progress.
-    pub fn observe(&mut self, ms: i64) {
-        self.freezes_ms[self.seen % KEPT] = ms.clamp(0, u32::MAX as i64) as u32;
+    /// One more of them ended, after `length` (milliseconds, or whatever unit the caller keeps).
+    pub fn observe(&mut self, length: i64) {
+        self.lengths[self.seen % KEPT] = length.clamp(0, u32::MAX as i64) as u32;
         self.seen += 1;
     }
 
     /// The usual longest freeze (the 90th percentile of those kept), once enough were seen.
-    pub fn typical_ms(&self) -> Option<i64> {
+    pub fn typical(&self) -> Option<i64> {
         let n = self.seen.min(KEPT);
         if n < MIN_SEEN {
             return None;
         }
-        let mut kept = self.freezes_ms;
+        let mut kept = self.lengths;
         let kept = &mut kept[..n];
         let rank = (n * 9).div_ceil(10) - 1;
         let (_, v, _) = kept.select_nth_unstable(rank);
@@ -65,9 +66,9 @@ mod tests {
         let mut c = Cadence::default();
         c.observe(60_000);
         c.observe(60_000);
-        assert_eq!(c.typical_ms(), None);
+        assert_eq!(c.typical(), None);
         c.observe(75_000);
-        assert_eq!(c.typical_ms(), Some(75_000));
+        assert_eq!(c.typical(), Some(75_000));
     }
 
     #[test]
@@ -80,7 +81,7 @@ mod tests {
                 15_000 + (i % 3) * 1000
             });
         }
-        assert_eq!(c.typical_ms(), Some(17_000));
+        assert_eq!(c.typical(), Some(17_000));
     }
 
     #[test]
@@ -92,7 +93,7 @@ mod tests {
         for _ in 0..KEPT {
             c.observe(60_000);
         }
-        assert_eq!(c.typical_ms(), Some(60_000));
+        assert_eq!(c.typical(), Some(60_000));
     }
 
     #[test]

@@ -276,7 +276,7 @@ impl QueueStallDetector {
         // a growing queue, so it has no need of the partitions' longer start-up grace.
         let floor = self.cfg.no_acks_after.as_millis() as i64;
         let limit = freeze_limit_ms(
-            self.ack_cadence.typical_ms(),
+            self.ack_cadence.typical(),
             floor,
             self.cfg.cadence_factor,
             floor,

@@ -142,7 +142,7 @@ impl KafkaGroup {
                 progress_at: p.stall_clock(),
                 seen_at: p.committed.gauge.last.map_or(i64::MIN, |s| s.ts),
                 lag_seconds: p.lag_seconds.value(),
-                cadence_ms: p.cadence.typical_ms(),
+                cadence_ms: p.cadence.typical(),
             });
         }
         let progressing = || {
@@ -296,8 +296,43 @@ impl RabbitQueue {
 pub struct LatencySeries {
     pub entity: Arc<Entity>,
     pub window: LatencyWindow,
+    /// The group or queue whose messages these are, once the worker has found it.
+    pub consumer: Consumer,
     latency: Judged<LatencyDetector>,
     learned: LearnedTrack,
+}
+
+/// Where a latency stream's messages are consumed, as the worker knows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Consumer {
+    /// Not found yet, looked for when the worker had this many groups and queues.
+    Unknown {
+        looked_at: usize,
+    },
+    Group(u32),
+    Queue(u32),
+}
+
+/// How long after its membership changed a group's latency rise is the rebalance's doing.
+const REBALANCE_EXPLAINS_MS: i64 = 120_000;
+
+impl KafkaGroup {
+    /// What explains a rise in the latency of this group's messages, if anything does: a
+    /// rebalance under way or just done, or a stall or backlog already alerted on.
+    pub fn explains_latency(&self, now: i64) -> bool {
+        let recently = |t: i64| now.saturating_sub(t) <= REBALANCE_EXPLAINS_MS;
+        let rebalanced = self.members.last.is_some() && recently(self.members.changed_at);
+        rebalanced || self.stall.is_firing() || self.backlog.is_firing()
+    }
+}
+
+impl RabbitQueue {
+    /// As for a group: consumers coming and going, or a stall or backlog already alerted on.
+    pub fn explains_latency(&self, now: i64) -> bool {
+        let reconnected = self.consumers.last.is_some()
+            && now.saturating_sub(self.consumers.changed_at) <= REBALANCE_EXPLAINS_MS;
+        reconnected || self.stall.is_firing() || self.backlog.is_firing()
+    }
 }
 
 impl LatencySeries {
@@ -308,12 +343,16 @@ impl LatencySeries {
                 cfg.latency.window_intervals,
                 cfg.latency.significant_digits,
             ),
+            consumer: Consumer::Unknown { looked_at: 0 },
             latency: Judged::new(LatencyDetector::new(&cfg.latency), &cfg.alerts),
             learned,
         }
     }
 
-    pub fn close(&mut self, now: i64, slot: i64, out: &mut impl FnMut(Alert)) {
+    /// Judges the interval `slot`. With `explained` (its consumer's rebalance, stall or backlog
+    /// accounts for a rise) no new latency episode opens: one incident, one alert, named for its
+    /// cause; an episode already open carries on.
+    pub fn close(&mut self, now: i64, slot: i64, explained: bool, out: &mut impl FnMut(Alert)) {
         let q = self.window.recent(slot, crate::detect::LATENCY_MIN_COUNT);
         let raw = q.as_ref().map(|q| Raw::Latency {
             p50: q.p50,
@@ -324,7 +363,13 @@ impl LatencySeries {
             now,
             entity,
             q.as_ref(),
-            |f, firing| learned.judge(now, entity, raw, f, firing),
+            |f, firing| {
+                if explained && !firing {
+                    None
+                } else {
+                    learned.judge(now, entity, raw, f, firing)
+                }
+            },
             out,
         );
     }
@@ -491,6 +536,15 @@ mod tests {
     }
 
     fn latency_run(factor: impl Fn(i64) -> f64, per_interval: usize, intervals: i64) -> Vec<Alert> {
+        latency_run_explained(factor, |_| false, per_interval, intervals)
+    }
+
+    fn latency_run_explained(
+        factor: impl Fn(i64) -> f64,
+        explained: impl Fn(i64) -> bool,
+        per_interval: usize,
+        intervals: i64,
+    ) -> Vec<Alert> {
         let entity = Entity::new(vec![("queue".into(), "ledger".into())], "ledger".into());
         let learned = LearnedTrack::new(None, None, 120_000);
         let mut l = LatencySeries::new(entity, &DetectorConfig::default(), learned);
@@ -501,7 +555,9 @@ mod tests {
                 let base = 20.0 + 20.0 * (i as f64 / per_interval as f64);
                 l.window.record(slot, base * factor(slot));
             }
-            l.close((slot + 1) * 10 * S, slot, &mut |a| alerts.push(a));
+            l.close((slot + 1) * 10 * S, slot, explained(slot), &mut |a| {
+                alerts.push(a)
+            });
         }
         alerts
     }
@@ -517,5 +573,24 @@ mod tests {
         );
         assert!(alerts.iter().any(|a| a.state == AlertState::Resolved));
         assert!(latency_run(|_| 1.0, 30, 100).is_empty());
+    }
+
+    #[test]
+    fn a_rise_its_consumer_explains_opens_no_latency_episode_but_one_already_open_carries_on() {
+        let rise = |s: i64| if (60..75).contains(&s) { 10.0 } else { 1.0 };
+        let explained = latency_run_explained(rise, |s| (55..80).contains(&s), 30, 100);
+        assert!(explained.is_empty(), "{explained:?}");
+        let late_cause = latency_run_explained(rise, |s| s >= 66, 30, 100);
+        assert_eq!(late_cause.first().map(|a| a.kind), Some(AlertKind::Latency));
+        assert!(late_cause.iter().any(|a| a.state == AlertState::Resolved));
+    }
+
+    #[test]
+    fn a_group_that_just_rebalanced_explains_its_latency_and_one_long_settled_does_not() {
+        let (_, mut g) = group();
+        g.members.update(0, 3.0);
+        g.members.update(100 * S, 2.0);
+        assert!(g.explains_latency(150 * S));
+        assert!(!g.explains_latency(100 * S + REBALANCE_EXPLAINS_MS + 10 * S));
     }
 }

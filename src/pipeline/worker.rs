@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxHashMap;
 
 use super::entity::{
-    GenericSeries, KafkaGroup, KafkaTopic, LatencySeries, QueueField, RabbitQueue,
+    Consumer, GenericSeries, KafkaGroup, KafkaTopic, LatencySeries, QueueField, RabbitQueue,
 };
 use super::{Batch, Learned, Msg, SeriesInfo};
 use crate::alert::{Alert, Entity};
@@ -195,8 +195,20 @@ impl Worker {
         for q in &mut self.queues {
             q.close(now, secs, &mut out);
         }
-        for l in &mut self.latencies {
-            l.close(now, slot, &mut out);
+        let consumers = self.groups.len() + self.queues.len();
+        for i in 0..self.latencies.len() {
+            if let Consumer::Unknown { looked_at } = self.latencies[i].consumer {
+                if looked_at != consumers {
+                    self.latencies[i].consumer = self.consumer_of(&self.latencies[i].entity);
+                }
+            }
+            let l = &mut self.latencies[i];
+            let explained = match l.consumer {
+                Consumer::Group(g) => self.groups[g as usize].explains_latency(now),
+                Consumer::Queue(q) => self.queues[q as usize].explains_latency(now),
+                Consumer::Unknown { .. } => false,
+            };
+            l.close(now, slot, explained, &mut out);
         }
         for g in &mut self.generics {
             g.close(now, &mut out);
@@ -271,6 +283,39 @@ impl Worker {
     fn detectors_for(&self, labels: &[(Box<str>, Box<str>)]) -> DetectorConfig {
         self.config
             .detectors_for(labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+    }
+
+    /// The group or queue that consumes the messages a latency stream measures, found by its
+    /// labels (cluster, topic and consumergroup; or cluster, vhost and queue) without creating it.
+    fn consumer_of(&self, entity: &Entity) -> Consumer {
+        let l = |k: &str| {
+            entity
+                .labels
+                .iter()
+                .find(|(n, _)| n.as_ref() == k)
+                .map(|(_, v)| v.as_ref())
+        };
+        let looked_at = self.groups.len() + self.queues.len();
+        if let (Some(group), Some(topic)) = (l("consumergroup"), l("topic")) {
+            let key = (
+                Box::<str>::from(l("cluster").unwrap_or("")),
+                Box::<str>::from(topic),
+            );
+            if let Some(&t) = self.topic_ids.get(&key) {
+                if let Some(&g) = self.group_ids.get(&(t, Box::<str>::from(group))) {
+                    return Consumer::Group(g);
+                }
+            }
+        } else if l("queue").is_some() {
+            let key: Vec<Box<str>> = ["cluster", "vhost", "queue"]
+                .iter()
+                .filter_map(|k| l(k).map(Box::<str>::from))
+                .collect();
+            if let Some(&q) = self.queue_ids.get(&key) {
+                return Consumer::Queue(q);
+            }
+        }
+        Consumer::Unknown { looked_at }
     }
 
     fn topic_id(&mut self, cluster: &str, topic: &str) -> u32 {

@@ -21,13 +21,12 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use super::labels::LabelFile;
-use plan::{plan_incidents, plan_traps, recurring_traps};
+use plan::{plan_incidents, plan_traps, recurring_traps, restless_traps};
 use scrape::{latency_observations, scrape_kafka, scrape_rabbit, EventWriter};
 use world::{step, Action};
 
 /// Monday 2026-01-05 06:00 UTC: the day's load is ramping up.
 pub const DEFAULT_START_MS: i64 = 1_767_592_800_000;
-const SCRAPE_EVERY_S: f64 = 15.0;
 
 /// The kinds of incident the generator injects, by scenario name.
 pub const INCIDENT_KINDS: [&str; 7] = [
@@ -41,9 +40,9 @@ pub const INCIDENT_KINDS: [&str; 7] = [
 ];
 
 /// What a scenario name asks for: a topology (`payments` unless named) and the incident kinds.
-/// `payments`, `wide` and `sparse` mix every kind; `quiet`, `wide-quiet` and `sparse-quiet` have
-/// none (only traps); an incident kind's name (with `-` or `_`), alone or after `wide:` or
-/// `sparse:`, repeats only that kind.
+/// `payments`, `wide`, `sparse` and `noisy` mix every kind; `quiet` and `wide-quiet` (and so on)
+/// have none (only traps); an incident kind's name (with `-` or `_`), alone or after a topology
+/// and `:`, repeats only that kind.
 pub fn parse_scenario(scenario: &str) -> Option<(Topology, Vec<&'static str>)> {
     let s = scenario.replace('-', "_");
     let (topology, rest) = match s.split_once(':') {
@@ -82,7 +81,7 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "unknown scenario `{}`: payments, quiet, wide, wide-quiet, sparse, sparse-quiet, or one of {} (alone or after `wide:` or `sparse:`)",
+                "unknown scenario `{}`: payments, quiet, wide, sparse, noisy (each also with -quiet), or one of {} (alone or after `wide:`, `sparse:` or `noisy:`)",
                 opts.scenario,
                 INCIDENT_KINDS.join(", ")
             ),
@@ -94,7 +93,12 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
     let subtle = topology.subtle();
     let (episodes, incidents) =
         plan_incidents(&world, &kinds, subtle, secs, &mut rng, opts.start_ms);
-    let (traps_plan, mut traps) = plan_traps(&world, &episodes, secs, &mut rng, opts.start_ms);
+    let (mut traps_plan, mut traps) = plan_traps(&world, &episodes, secs, &mut rng, opts.start_ms);
+    if world.noise.restless {
+        let (plan, restless) = restless_traps(&world, &episodes, secs, &mut rng, opts.start_ms);
+        traps_plan.extend(plan);
+        traps.extend(restless);
+    }
     traps.extend(recurring_traps(&world, secs, opts.start_ms));
     traps.sort_by_key(|t| t.start);
     let mut timeline: Vec<(u64, bool, Action)> = Vec::new();
@@ -112,10 +116,12 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
         buf: Vec::with_capacity(1 << 16),
         events: 0,
     };
+    let noise = world.noise;
     let mut next_kafka_scrape = 7.0;
     let mut next_rabbit_scrape = 3.0;
     let mut ti = 0;
-    let jitter = Normal::<f64>::new(0.0, 0.7).expect("valid normal");
+    let jitter = Normal::<f64>::new(0.0, noise.jitter_sd_s).expect("valid normal");
+    let jitter_ms = |rng: &mut StdRng| (jitter.sample(rng).clamp(-4.0, 4.0) * 1000.0) as i64;
     for t in 0..secs {
         while ti < timeline.len() && timeline[ti].0 <= t {
             let (_, on, a) = timeline[ti];
@@ -127,16 +133,16 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
         latency_observations(&world, opts.start_ms, t, &mut rng, &mut out);
         let in_gap = gaps.iter().any(|&(a, b)| (a..b).contains(&t));
         if t as f64 >= next_kafka_scrape {
-            next_kafka_scrape += SCRAPE_EVERY_S;
-            if !in_gap && rng.random::<f64>() > 0.01 {
-                let ts = base_ms + (jitter.sample(&mut rng) * 1000.0) as i64 + 500;
+            next_kafka_scrape += noise.kafka_scrape_s;
+            if !in_gap && rng.random::<f64>() > noise.dropped {
+                let ts = base_ms + jitter_ms(&mut rng) + 500;
                 scrape_kafka(&world, ts, &mut out);
             }
         }
         if t as f64 >= next_rabbit_scrape {
-            next_rabbit_scrape += SCRAPE_EVERY_S;
-            if !in_gap && rng.random::<f64>() > 0.01 {
-                let ts = base_ms + (jitter.sample(&mut rng) * 1000.0) as i64 + 500;
+            next_rabbit_scrape += noise.rabbit_scrape_s;
+            if !in_gap && rng.random::<f64>() > noise.dropped {
+                let ts = base_ms + jitter_ms(&mut rng) + 500;
                 scrape_rabbit(&world, ts, &mut out);
             }
         }
@@ -263,6 +269,33 @@ mod tests {
         );
         assert!(labels.traps.windows(2).all(|w| w[0].start <= w[1].start));
         assert!(text.contains(r#""queue":"alerts.sms""#));
+    }
+
+    #[test]
+    fn a_noisy_day_rebalances_often_and_restarts_the_broker() {
+        let (text, labels) = gen("noisy-quiet", 6.0, 5);
+        let count = |name: &str| labels.traps.iter().filter(|t| t.name == name).count();
+        // Four groups, each every 10-20 minutes; a broker restart every two to four hours.
+        assert!(count("rebalance") >= 4 * 6 * 3, "{}", count("rebalance"));
+        assert!(
+            (1..=3).contains(&count("broker_restart")),
+            "{}",
+            count("broker_restart")
+        );
+        // A counter reset: some acked total is lower than the one before it.
+        let mut last: std::collections::HashMap<String, f64> = Default::default();
+        let mut resets = 0;
+        for line in text.lines().filter(|l| l.contains("acked_total")) {
+            let e = crate::event::parse_event(line).unwrap();
+            let q = e.label("queue").unwrap().to_string();
+            if last
+                .insert(q, e.value)
+                .is_some_and(|before| e.value < before)
+            {
+                resets += 1;
+            }
+        }
+        assert!(resets >= 1, "no counter reset");
     }
 
     #[test]

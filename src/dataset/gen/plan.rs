@@ -4,7 +4,7 @@
 use rand::rngs::StdRng;
 use rand::RngExt;
 
-use super::world::{labels, Action, QueueMode, World, KAFKA};
+use super::world::{labels, Action, QueueMode, World, KAFKA, RABBIT};
 use crate::dataset::labels::{Incident, Trap};
 use crate::detect::AlertKind;
 
@@ -240,4 +240,67 @@ pub(super) fn recurring_traps(world: &World, secs: u64, start_ms: i64) -> Vec<Tr
         }
     }
     traps
+}
+
+/// A restless day: every group rebalances every 10–20 minutes (commits pause for 10–40 s), and
+/// the RabbitMQ broker restarts every two to four hours (its counters start again from 0,
+/// consumers are gone for 5–15 s). None of it overlaps an incident.
+pub(super) fn restless_traps(
+    world: &World,
+    incidents: &[Episode],
+    secs: u64,
+    rng: &mut StdRng,
+    start_ms: i64,
+) -> (Vec<Episode>, Vec<Trap>) {
+    let busy = |a: u64, b: u64| {
+        incidents
+            .iter()
+            .any(|e| a < e.end + 10 * 60 && e.start < b + 5 * 60)
+    };
+    let mut plan = Vec::new();
+    let mut traps = Vec::new();
+    let mut push = |action, start: u64, dur: u64, name: &str, labels| {
+        plan.push(Episode {
+            action,
+            start,
+            end: start + dur,
+        });
+        traps.push(Trap {
+            name: name.into(),
+            labels,
+            start: start_ms + start as i64 * 1000,
+            end: start_ms + (start + dur) as i64 * 1000,
+        });
+    };
+    for g in 0..world.groups.len() {
+        let mut t = rng.random_range(5 * 60..15 * 60);
+        while t + 5 * 60 < secs {
+            let dur = rng.random_range(10..40);
+            if !busy(t, t + dur) {
+                push(
+                    Action::Rebalance(g),
+                    t,
+                    dur,
+                    "rebalance",
+                    world.group_labels(g),
+                );
+            }
+            t += dur + rng.random_range(10 * 60..20 * 60);
+        }
+    }
+    let mut t = rng.random_range(30 * 60..90 * 60);
+    while t + 15 * 60 < secs {
+        let dur = rng.random_range(5..15);
+        if !busy(t, t + dur) {
+            push(
+                Action::BrokerRestart,
+                t,
+                dur,
+                "broker_restart",
+                labels(&[("cluster", RABBIT)]),
+            );
+        }
+        t += rng.random_range(2 * 3600..4 * 3600);
+    }
+    (plan, traps)
 }

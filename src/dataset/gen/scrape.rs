@@ -20,11 +20,23 @@ pub(super) fn latency_observations(
 ) {
     let noise = Normal::<f64>::new(0.0, 0.3).expect("valid normal");
     let load = diurnal(start_ms, t);
-    for l in &w.latencies {
+    let by_load = 1.0 + w.noise.latency_load * (load - 1.0);
+    for (i, l) in w.latencies.iter().enumerate() {
+        // Latency streams follow the groups, then the queues.
+        let rebalancing = w.groups.get(i).is_some_and(|g| g.paused);
+        let lift = if rebalancing {
+            w.noise.rebalance_lift
+        } else {
+            1.0
+        };
         let n = poisson(rng, l.rate * load) as u32;
         for _ in 0..n {
-            let mut v =
-                l.base_ms * (1.0 + 0.15 * (load - 1.0)) * l.factor(t) * noise.sample(rng).exp();
+            let mut v = l.base_ms * by_load * lift * l.factor(t) * noise.sample(rng).exp();
+            if let Some((share, slower)) = w.noise.slow_path {
+                if rng.random::<f64>() < share {
+                    v *= slower;
+                }
+            }
             if rng.random::<f64>() < 1.0 / 800.0 {
                 v *= rng.random_range(8.0..30.0);
             }

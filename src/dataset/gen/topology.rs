@@ -2,28 +2,37 @@
 //! README started from; `wide` is a bigger one of another shape: topics of 12–24 partitions read
 //! by several groups each, among them sinks and batch jobs that commit only every 30 s to 3 min,
 //! queues in several vhosts, a trickle topic, and rates and latencies that vary with the seed;
-//! `sparse` is thin traffic with bursts and dumps that are part of its normal day.
+//! `sparse` is thin traffic with bursts and dumps that are part of its normal day; `noisy` is
+//! the payments cluster seen badly (slow, jittery, lossy scrapes) on a restless day (rebalances
+//! every few minutes, broker restarts that reset counters, bimodal latency that follows load).
 
 use rand::rngs::StdRng;
 use rand::RngExt;
 
-use super::world::{GroupSpec, QueueSpec, Recurring, TopicSpec, World};
+use super::world::{GroupSpec, Noise, QueueSpec, Recurring, TopicSpec, World};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     Payments,
     Wide,
     Sparse,
+    Noisy,
 }
 
 impl Topology {
-    pub const ALL: [Topology; 3] = [Topology::Payments, Topology::Wide, Topology::Sparse];
+    pub const ALL: [Topology; 4] = [
+        Topology::Payments,
+        Topology::Wide,
+        Topology::Sparse,
+        Topology::Noisy,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Topology::Payments => "payments",
             Topology::Wide => "wide",
             Topology::Sparse => "sparse",
+            Topology::Noisy => "noisy",
         }
     }
 
@@ -38,6 +47,7 @@ impl Topology {
             Topology::Payments => payments(),
             Topology::Wide => wide(rng),
             Topology::Sparse => sparse(rng),
+            Topology::Noisy => noisy(rng),
         }
     }
 }
@@ -211,4 +221,20 @@ fn sparse(rng: &mut StdRng) -> World {
         },
     );
     World::build(&topics, &groups, &queues)
+}
+
+fn noisy(rng: &mut StdRng) -> World {
+    let mut world = payments();
+    let scrape = |rng: &mut StdRng| if rng.random_bool(0.5) { 15.0 } else { 30.0 };
+    world.noise = Noise {
+        kafka_scrape_s: scrape(rng),
+        rabbit_scrape_s: scrape(rng),
+        jitter_sd_s: 2.0,
+        dropped: 0.04,
+        latency_load: 0.5,
+        slow_path: Some((rng.random_range(0.05..0.2), rng.random_range(2.5..4.0))),
+        rebalance_lift: 2.0,
+        restless: true,
+    };
+    world
 }

@@ -162,6 +162,8 @@ pub(super) enum Action {
     LatencyFactor(usize, f64, f64),
     Burst(usize, f64),
     Rebalance(usize),
+    /// The RabbitMQ broker restarts: its counters start again from 0.
+    BrokerRestart,
     ScrapeGap,
 }
 
@@ -170,6 +172,41 @@ pub(super) struct World {
     pub(super) groups: Vec<Group>,
     pub(super) queues: Vec<Queue>,
     pub(super) latencies: Vec<Latency>,
+    pub(super) noise: Noise,
+}
+
+/// How the world is seen and how rough it is around the edges.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Noise {
+    pub(super) kafka_scrape_s: f64,
+    pub(super) rabbit_scrape_s: f64,
+    /// Scrape timestamps wander by this much (normal), clipped at ±4 s.
+    pub(super) jitter_sd_s: f64,
+    /// Share of scrapes that never arrive.
+    pub(super) dropped: f64,
+    /// How much latency follows the day's load (0.15: 7% above average at the daily peak).
+    pub(super) latency_load: f64,
+    /// A slow path (share of messages, slowdown): latency that is bimodal when healthy.
+    pub(super) slow_path: Option<(f64, f64)>,
+    /// Latency of a group's messages during its rebalances, as a multiple.
+    pub(super) rebalance_lift: f64,
+    /// Rebalances of every group every 10–20 min, and broker restarts that reset counters.
+    pub(super) restless: bool,
+}
+
+impl Default for Noise {
+    fn default() -> Self {
+        Noise {
+            kafka_scrape_s: 15.0,
+            rabbit_scrape_s: 15.0,
+            jitter_sd_s: 0.7,
+            dropped: 0.01,
+            latency_load: 0.15,
+            slow_path: None,
+            rebalance_lift: 1.0,
+            restless: false,
+        }
+    }
 }
 
 impl World {
@@ -232,6 +269,7 @@ impl World {
             groups,
             queues,
             latencies: Vec::new(),
+            noise: Noise::default(),
         };
         for (i, g) in groups_spec.iter().enumerate() {
             let labels = world.group_labels(i);
@@ -301,6 +339,15 @@ impl World {
                 } else {
                     g.base_members
                 };
+            }
+            Action::BrokerRestart => {
+                for q in &mut self.queues {
+                    // The broker forgets its totals; consumers reconnect once it is back.
+                    if on {
+                        (q.published, q.delivered, q.acked) = (0.0, 0.0, 0.0);
+                    }
+                    q.consumers = if on { 0 } else { q.base_consumers };
+                }
             }
             Action::ScrapeGap => {}
         }
