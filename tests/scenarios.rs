@@ -17,6 +17,8 @@ struct Floors {
     first_kind: f64,
     false_per_hour: f64,
     median_delay_s: f64,
+    /// False alerts that started on a trap's entity during the trap.
+    trap_alerts: usize,
 }
 
 fn assert_floors(scenario: &str, seeds: &[u64], f: Floors) {
@@ -47,10 +49,10 @@ fn assert_floors(scenario: &str, seeds: &[u64], f: Floors) {
             r.median_delay_s.unwrap() <= f.median_delay_s,
             "{at}: median delay\n{table}"
         );
-        assert_eq!(
-            r.trap_alerts.values().sum::<usize>(),
-            0,
-            "{at}: a trap alerted\n{table}"
+        let during_traps = r.trap_alerts.values().sum::<usize>();
+        assert!(
+            during_traps <= f.trap_alerts,
+            "{at}: {during_traps} alerts during traps\n{table}"
         );
     }
 }
@@ -62,6 +64,7 @@ fn unseen_payment_scenarios_meet_the_detection_floors() {
         first_kind: 0.9,
         false_per_hour: 0.2,
         median_delay_s: 60.0,
+        trap_alerts: 0,
     };
     assert_floors("payments", &[90_001, 90_002], floors);
 }
@@ -75,6 +78,7 @@ fn unseen_wide_scenarios_meet_the_detection_floors() {
         first_kind: 0.95,
         false_per_hour: 0.1,
         median_delay_s: 75.0,
+        trap_alerts: 0,
     };
     assert_floors("wide", &[90_101, 90_102], floors);
 }
@@ -88,8 +92,24 @@ fn unseen_sparse_scenarios_meet_the_detection_floors() {
         first_kind: 0.95,
         false_per_hour: 0.1,
         median_delay_s: 100.0,
+        trap_alerts: 0,
     };
     assert_floors("sparse", &[90_201, 90_202], floors);
+}
+
+/// Slow, jittery, lossy scrapes on a restless day (frequent rebalances, broker restarts that
+/// reset counters, bimodal latency). Its false-alert floor is looser than the others': latency
+/// lifted by a rebalance that no scrape caught still pages now and then (see the README).
+#[test]
+fn unseen_noisy_scenarios_meet_the_detection_floors() {
+    let floors = Floors {
+        recall: 0.9,
+        first_kind: 0.95,
+        false_per_hour: 0.5,
+        median_delay_s: 90.0,
+        trap_alerts: 3,
+    };
+    assert_floors("noisy", &[90_301, 90_302], floors);
 }
 
 #[test]
