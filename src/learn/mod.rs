@@ -30,8 +30,8 @@ use crossbeam_channel::Sender;
 use crate::alert::Entity;
 use crate::detect::{AlertKind, Finding};
 
-/// One entity's learned-baseline state: its features, its class model (if loaded) and the time
-/// the model last found an interval abnormal.
+/// One entity's learned-baseline state: its features, its class model (if loaded), the time
+/// the model last found an interval abnormal, and whether the model can be trusted here.
 #[derive(Debug, Clone)]
 pub struct LearnedTrack {
     features: FeatureState,
@@ -40,6 +40,55 @@ pub struct LearnedTrack {
     /// The latest interval the model found abnormal, and how it scored.
     abnormal: Option<(i64, Scored)>,
     confirm_ms: i64,
+    trust: Trust,
+}
+
+/// A model is fitted to find about 0.1% of normal intervals abnormal. One that finds far more
+/// of an entity's intervals abnormal has met data unlike its training data: it is out of its
+/// depth there, and steps aside (confirms every finding) until the share falls back.
+const UNTRUSTED_SHARE: f64 = 0.05;
+const TRUSTED_AGAIN_SHARE: f64 = 0.02;
+/// Intervals the share is measured over (about an hour at 10 s), and scored before it counts:
+/// until then the model has no evidence about this entity and holds nothing back.
+const TRUST_WINDOW: f64 = 360.0;
+const TRUST_AFTER: u32 = 60;
+
+#[derive(Debug, Clone, Copy)]
+struct Trust {
+    scored: u32,
+    /// Share of recent intervals the model found abnormal (a moving average over the window).
+    flagged: f64,
+    out_of_depth: bool,
+}
+
+impl Trust {
+    fn observe(&mut self, abnormal: bool, entity: &Entity) {
+        self.scored = self.scored.saturating_add(1);
+        let n = (self.scored as f64).min(TRUST_WINDOW);
+        self.flagged += (f64::from(u8::from(abnormal)) - self.flagged) / n;
+        if self.scored < TRUST_AFTER {
+            return;
+        }
+        if !self.out_of_depth && self.flagged > UNTRUSTED_SHARE {
+            self.out_of_depth = true;
+            tracing::warn!(
+                entity = %entity.display,
+                flagged_share = self.flagged,
+                "the learned model finds {:.0}% of this entity's intervals abnormal: it is out of \
+                 its depth here and confirms every finding until that falls below {:.0}%",
+                self.flagged * 100.0,
+                TRUSTED_AGAIN_SHARE * 100.0
+            );
+        } else if self.out_of_depth && self.flagged < TRUSTED_AGAIN_SHARE {
+            self.out_of_depth = false;
+            tracing::info!(entity = %entity.display, "the learned model is trusted here again");
+        }
+    }
+
+    /// Whether the model may hold findings back for this entity.
+    fn trusted(&self) -> bool {
+        self.scored >= TRUST_AFTER && !self.out_of_depth
+    }
 }
 
 impl LearnedTrack {
@@ -54,7 +103,18 @@ impl LearnedTrack {
             tap,
             abnormal: None,
             confirm_ms,
+            trust: Trust {
+                scored: 0,
+                flagged: 0.0,
+                out_of_depth: false,
+            },
         }
+    }
+
+    /// Whether a loaded model judges this entity (it has seen enough of it, and does not find
+    /// much of it abnormal); `None` without a model.
+    pub fn model_trusted(&self) -> Option<bool> {
+        self.model.as_ref().map(|_| self.trust.trusted())
     }
 
     /// Takes the interval ending at `now` (`raw` is `None` when the entity measured nothing) and
@@ -83,8 +143,11 @@ impl LearnedTrack {
             .model
             .as_ref()
             .map(|m| m.score(&x[..class.dims()], now));
-        if let Some(s) = scored.filter(|s| s.abnormal) {
-            self.abnormal = Some((now, s));
+        if let Some(s) = scored {
+            self.trust.observe(s.abnormal, entity);
+            if s.abnormal {
+                self.abnormal = Some((now, s));
+            }
         }
         if let Some(tap) = &self.tap {
             let _ = tap.send(FeatureRow {
@@ -99,14 +162,20 @@ impl LearnedTrack {
     }
 
     /// A latency or backlog finding passes when the model agrees (it found an interval abnormal
-    /// within the confirmation window) or the episode is already open; without a model every
-    /// finding passes. A confirmed finding is explained by the model's strongest features.
+    /// within the confirmation window), the episode is already open, or the model is not
+    /// trusted for this entity (see [`Trust`]); without a model every finding passes. A
+    /// confirmed finding is explained by the model's strongest features.
     fn confirm(&self, now: i64, finding: Option<Finding>, already_firing: bool) -> Option<Finding> {
         let mut f = finding?;
         let Some(model) = &self.model else {
             return Some(f);
         };
         if !matches!(f.kind, AlertKind::Latency | AlertKind::BacklogGrowth) || already_firing {
+            return Some(f);
+        }
+        // A model that knows too little of this entity, or is out of its depth here, has no
+        // evidence against the finding.
+        if !self.trust.trusted() {
             return Some(f);
         }
         let (at, s) = self.abnormal?;
@@ -159,6 +228,19 @@ mod tests {
         for _ in 0..=WARMUP_INTERVALS {
             step(&mut track, latency(40.0), None, false);
         }
+        // Before the model has scored enough of this entity it holds nothing back.
+        assert_eq!(track.model_trusted(), Some(false));
+        assert!(step(
+            &mut track,
+            latency(40.0),
+            finding(AlertKind::Latency),
+            false
+        )
+        .is_some());
+        for _ in 0..TRUST_AFTER {
+            step(&mut track, latency(40.0), None, false);
+        }
+        assert_eq!(track.model_trusted(), Some(true));
         // Normal to the model: a statistical latency finding is held back, a stall is not.
         assert!(step(
             &mut track,
@@ -202,6 +284,39 @@ mod tests {
             false
         )
         .is_none());
+    }
+
+    #[test]
+    fn a_model_that_finds_much_of_an_entity_abnormal_steps_aside_until_it_no_longer_does() {
+        let mut model = model::unit_model(3);
+        model.compile(EntityClass::Latency).unwrap();
+        let entity = Entity::new(Vec::new(), "t/g".into());
+        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, 20_000);
+        let mut t = 0;
+        let mut step = |track: &mut LearnedTrack, p99: f64, f| {
+            t += 10_000;
+            track.judge(t, &entity, latency(p99), f, false)
+        };
+        for _ in 0..=WARMUP_INTERVALS + TRUST_AFTER {
+            step(&mut track, 40.0, None);
+        }
+        assert_eq!(track.model_trusted(), Some(true));
+        // One interval in ten far out: this entity is unlike anything the model was fitted on.
+        for i in 0..200 {
+            step(&mut track, if i % 10 == 0 { 4.0e8 } else { 40.0 }, None);
+        }
+        assert_eq!(track.model_trusted(), Some(false));
+        // Out of its depth, it vetoes nothing.
+        assert!(step(&mut track, 40.0, finding(AlertKind::Latency)).is_some());
+        for _ in 0..600 {
+            step(&mut track, 40.0, None);
+        }
+        assert_eq!(
+            track.model_trusted(),
+            Some(true),
+            "trusted again once it settles"
+        );
+        assert!(step(&mut track, 40.0, finding(AlertKind::Latency)).is_none());
     }
 
     #[test]
