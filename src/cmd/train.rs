@@ -59,14 +59,14 @@ pub fn run(s: &Session, a: Args) -> Result<(), CmdError> {
 fn model_summary(m: &ModelFile) -> String {
     use std::fmt::Write;
     let mut out = format!(
-        "{:<13} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}\n",
+        "{:<13} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9}  vetoes\n",
         "class", "train", "excluded", "components", "threshold", "holdout", "incident"
     );
     for (class, c) in &m.classes {
         let e = &c.evaluation;
         let _ = writeln!(
             out,
-            "{:<13} {:>9} {:>9} {:>10} {:>10.2} {:>8.2}% {:>9}",
+            "{:<13} {:>9} {:>9} {:>10} {:>10.2} {:>8.2}% {:>9}  {}",
             class.as_str(),
             e.train_intervals,
             m.training
@@ -79,6 +79,9 @@ fn model_summary(m: &ModelFile) -> String {
             100.0 * e.holdout_flagged,
             e.incident_flagged
                 .map_or("-".into(), |f| format!("{:.1}%", 100.0 * f)),
+            // Too little evidence to hold findings back: said here, and the engine obeys.
+            c.veto_refused()
+                .map_or("yes".into(), |why| format!("no: {why}")),
         );
     }
     out

@@ -20,7 +20,7 @@ pub use features::{
 pub use fit::{fit, FitError, TrainOptions};
 pub use model::{
     Candidate, ClassEvaluation, ClassModel, Mixture, ModelError, ModelFile, ModelSet, Scored,
-    TrainingFile, TrainingSummary, FORMAT_VERSION,
+    TrainingFile, TrainingSummary, FORMAT_VERSION, MIN_INCIDENT_FLAGGED, MIN_TRAIN_INTERVALS,
 };
 
 use std::sync::Arc;
@@ -41,6 +41,8 @@ pub struct LearnedTrack {
     abnormal: Option<(i64, Scored)>,
     confirm_ms: i64,
     trust: Trust,
+    /// Whether the class model earned, in training, the right to hold findings back.
+    may_veto: bool,
 }
 
 /// A model is fitted to find about 0.1% of normal intervals abnormal. One that finds far more
@@ -97,6 +99,7 @@ impl LearnedTrack {
         tap: Option<Sender<FeatureRow>>,
         confirm_ms: i64,
     ) -> Self {
+        let may_veto = model.as_ref().is_some_and(|m| m.veto_refused().is_none());
         LearnedTrack {
             features: FeatureState::default(),
             model,
@@ -108,6 +111,7 @@ impl LearnedTrack {
                 flagged: 0.0,
                 out_of_depth: false,
             },
+            may_veto,
         }
     }
 
@@ -173,9 +177,9 @@ impl LearnedTrack {
         if !matches!(f.kind, AlertKind::Latency | AlertKind::BacklogGrowth) || already_firing {
             return Some(f);
         }
-        // A model that knows too little of this entity, or is out of its depth here, has no
-        // evidence against the finding.
-        if !self.trust.trusted() {
+        // A model that knows too little of this entity, is out of its depth here, or never
+        // showed in training that it sees incidents of this class, has no evidence against it.
+        if !self.trust.trusted() || !self.may_veto {
             return Some(f);
         }
         let (at, s) = self.abnormal?;
@@ -317,6 +321,35 @@ mod tests {
             "trusted again once it settles"
         );
         assert!(step(&mut track, 40.0, finding(AlertKind::Latency)).is_none());
+    }
+
+    #[test]
+    fn a_model_that_barely_saw_the_incidents_in_training_vetoes_nothing() {
+        let mut model = model::unit_model(3);
+        model.evaluation.incident_flagged = Some(0.025);
+        assert!(model.veto_refused().unwrap().contains("2.5%"));
+        model.compile(EntityClass::Latency).unwrap();
+        let entity = Entity::new(Vec::new(), "t/g".into());
+        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, 20_000);
+        for i in 0..=(WARMUP_INTERVALS + TRUST_AFTER + 5) as i64 {
+            let f = track.judge(
+                i * 10_000,
+                &entity,
+                latency(40.0),
+                finding(AlertKind::Latency),
+                false,
+            );
+            assert!(
+                f.is_some(),
+                "interval {i}: a finding the model finds normal still passes"
+            );
+        }
+        let mut unlabelled = model::unit_model(3);
+        unlabelled.evaluation.incident_flagged = None;
+        assert!(unlabelled.veto_refused().is_some());
+        unlabelled.evaluation.incident_flagged = Some(0.3);
+        unlabelled.evaluation.train_intervals = 500;
+        assert!(unlabelled.veto_refused().unwrap().contains("500 intervals"));
     }
 
     #[test]

@@ -163,7 +163,35 @@ pub struct Scored {
     pub z: Vector,
 }
 
+/// Intervals a class needs in training before its model may hold findings back (about five and a
+/// half hours of one entity at 10 s).
+pub const MIN_TRAIN_INTERVALS: usize = 2000;
+/// Share of the labelled incident intervals a model must have found abnormal in training before
+/// it may hold findings back: one that barely sees incidents would only veto real ones.
+pub const MIN_INCIDENT_FLAGGED: f64 = 0.10;
+
 impl ClassModel {
+    /// Why this class's model may not hold findings back, if it may not: too little training
+    /// data, no labelled incidents to show it can see them, or too few of them seen. Such a
+    /// model still scores and explains, but vetoes nothing.
+    pub fn veto_refused(&self) -> Option<String> {
+        let e = &self.evaluation;
+        if e.train_intervals < MIN_TRAIN_INTERVALS {
+            return Some(format!(
+                "trained on {} intervals, fewer than {MIN_TRAIN_INTERVALS}",
+                e.train_intervals
+            ));
+        }
+        match e.incident_flagged {
+            None => Some("no labelled incidents to show it can see them".into()),
+            Some(f) if f < MIN_INCIDENT_FLAGGED => Some(format!(
+                "it found only {:.1}% of the labelled incident intervals abnormal",
+                100.0 * f
+            )),
+            Some(_) => None,
+        }
+    }
+
     /// Checks the model against this engine's feature definitions and prepares it for scoring.
     pub fn compile(&mut self, class: EntityClass) -> Result<(), Incompatible> {
         let names = class.feature_names();
@@ -432,12 +460,13 @@ pub(crate) fn unit_model(d: usize) -> ClassModel {
         threshold: 10.0,
         threshold_quantile: 0.999,
         selection: Vec::new(),
+        // As a model trained on enough data that saw the labelled incidents.
         evaluation: ClassEvaluation {
-            train_intervals: 0,
-            holdout_intervals: 0,
-            holdout_flagged: 0.0,
-            incident_intervals: 0,
-            incident_flagged: None,
+            train_intervals: 10_000,
+            holdout_intervals: 2_000,
+            holdout_flagged: 0.001,
+            incident_intervals: 100,
+            incident_flagged: Some(0.5),
         },
         compiled: None,
     }

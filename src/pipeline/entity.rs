@@ -364,11 +364,9 @@ impl LatencySeries {
             entity,
             q.as_ref(),
             |f, firing| {
-                if explained && !firing {
-                    None
-                } else {
-                    learned.judge(now, entity, raw, f, firing)
-                }
+                // The learned track sees every interval, explained or not.
+                let f = learned.judge(now, entity, raw, f, firing);
+                f.filter(|_| firing || !explained)
             },
             out,
         );
