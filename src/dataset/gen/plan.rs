@@ -4,11 +4,15 @@
 use rand::rngs::StdRng;
 use rand::RngExt;
 
+use std::collections::BTreeMap;
+
 use super::world::{labels, Action, QueueMode, World, KAFKA, RABBIT};
 use crate::dataset::labels::{Incident, Trap};
 use crate::detect::AlertKind;
 
 const WARMUP_S: u64 = 30 * 60;
+
+type Labels = BTreeMap<String, String>;
 
 /// One change to the world, on from `start` until `end` (seconds from the start).
 pub(super) struct Episode {
@@ -142,26 +146,7 @@ pub(super) fn plan_traps(
     rng: &mut StdRng,
     start_ms: i64,
 ) -> (Vec<Episode>, Vec<Trap>) {
-    let busy = |a: u64, b: u64| {
-        incidents
-            .iter()
-            .any(|e| a < e.end + 10 * 60 && e.start < b + 5 * 60)
-    };
-    let mut plan = Vec::new();
-    let mut traps = Vec::new();
-    let mut push = |plan: &mut Vec<Episode>, action, start, dur: u64, name: &str, labels| {
-        plan.push(Episode {
-            action,
-            start,
-            end: start + dur,
-        });
-        traps.push(Trap {
-            name: name.into(),
-            labels,
-            start: start_ms + start as i64 * 1000,
-            end: start_ms + (start + dur) as i64 * 1000,
-        });
-    };
+    let mut traps = TrapPlan::new(incidents, start_ms);
     let mut t = 10 * 60;
     while t + 15 * 60 < secs {
         t += rng.random_range(8 * 60..20 * 60);
@@ -171,45 +156,72 @@ pub(super) fn plan_traps(
             5..=6 => rng.random_range(90..150),
             _ => rng.random_range(60..120),
         };
-        if t + dur >= secs || busy(t, t + dur) {
+        if t + dur >= secs || traps.busy(t, t + dur) {
             continue;
         }
         match what {
             0..=4 => {
                 let g = rng.random_range(0..world.groups.len());
-                push(
-                    &mut plan,
-                    Action::Rebalance(g),
-                    t,
-                    dur,
-                    "rebalance",
-                    world.group_labels(g),
-                );
+                let l = world.group_labels(g);
+                traps.push(Action::Rebalance(g), t, dur, "rebalance", l);
             }
             5..=6 => {
                 let tp = rng.random_range(0..world.topics.len());
                 let l = labels(&[("cluster", KAFKA), ("topic", world.topics[tp].name)]);
-                push(
-                    &mut plan,
-                    Action::Burst(tp, 4.0),
-                    t,
-                    dur,
-                    "end_of_day_burst",
-                    l,
-                );
+                traps.push(Action::Burst(tp, 4.0), t, dur, "end_of_day_burst", l);
             }
-            _ => push(
-                &mut plan,
-                Action::ScrapeGap,
-                t,
-                dur,
-                "scrape_gap",
-                labels(&[("cluster", KAFKA)]),
-            ),
+            _ => {
+                let l = labels(&[("cluster", KAFKA)]);
+                traps.push(Action::ScrapeGap, t, dur, "scrape_gap", l);
+            }
         }
         t += dur;
     }
-    (plan, traps)
+    traps.done()
+}
+
+/// Traps being planned: each a change to the world and its label, kept clear of the incidents
+/// (from 5 minutes before one starts to 10 minutes after it ends, time enough to drain).
+struct TrapPlan<'a> {
+    incidents: &'a [Episode],
+    start_ms: i64,
+    plan: Vec<Episode>,
+    traps: Vec<Trap>,
+}
+
+impl<'a> TrapPlan<'a> {
+    fn new(incidents: &'a [Episode], start_ms: i64) -> Self {
+        TrapPlan {
+            incidents,
+            start_ms,
+            plan: Vec::new(),
+            traps: Vec::new(),
+        }
+    }
+
+    fn busy(&self, a: u64, b: u64) -> bool {
+        self.incidents
+            .iter()
+            .any(|e| a < e.end + 10 * 60 && e.start < b + 5 * 60)
+    }
+
+    fn push(&mut self, action: Action, start: u64, dur: u64, name: &str, labels: Labels) {
+        self.plan.push(Episode {
+            action,
+            start,
+            end: start + dur,
+        });
+        self.traps.push(Trap {
+            name: name.into(),
+            labels,
+            start: self.start_ms + start as i64 * 1000,
+            end: self.start_ms + (start + dur) as i64 * 1000,
+        });
+    }
+
+    fn done(self) -> (Vec<Episode>, Vec<Trap>) {
+        (self.plan, self.traps)
+    }
 }
 
 /// The bursts and dumps that are part of the world's normal day, labelled as the traps they are:
@@ -252,38 +264,14 @@ pub(super) fn restless_traps(
     rng: &mut StdRng,
     start_ms: i64,
 ) -> (Vec<Episode>, Vec<Trap>) {
-    let busy = |a: u64, b: u64| {
-        incidents
-            .iter()
-            .any(|e| a < e.end + 10 * 60 && e.start < b + 5 * 60)
-    };
-    let mut plan = Vec::new();
-    let mut traps = Vec::new();
-    let mut push = |action, start: u64, dur: u64, name: &str, labels| {
-        plan.push(Episode {
-            action,
-            start,
-            end: start + dur,
-        });
-        traps.push(Trap {
-            name: name.into(),
-            labels,
-            start: start_ms + start as i64 * 1000,
-            end: start_ms + (start + dur) as i64 * 1000,
-        });
-    };
+    let mut traps = TrapPlan::new(incidents, start_ms);
     for g in 0..world.groups.len() {
         let mut t = rng.random_range(5 * 60..15 * 60);
         while t + 5 * 60 < secs {
             let dur = rng.random_range(10..40);
-            if !busy(t, t + dur) {
-                push(
-                    Action::Rebalance(g),
-                    t,
-                    dur,
-                    "rebalance",
-                    world.group_labels(g),
-                );
+            if !traps.busy(t, t + dur) {
+                let l = world.group_labels(g);
+                traps.push(Action::Rebalance(g), t, dur, "rebalance", l);
             }
             t += dur + rng.random_range(10 * 60..20 * 60);
         }
@@ -291,16 +279,11 @@ pub(super) fn restless_traps(
     let mut t = rng.random_range(30 * 60..90 * 60);
     while t + 15 * 60 < secs {
         let dur = rng.random_range(5..15);
-        if !busy(t, t + dur) {
-            push(
-                Action::BrokerRestart,
-                t,
-                dur,
-                "broker_restart",
-                labels(&[("cluster", RABBIT)]),
-            );
+        if !traps.busy(t, t + dur) {
+            let l = labels(&[("cluster", RABBIT)]);
+            traps.push(Action::BrokerRestart, t, dur, "broker_restart", l);
         }
         t += rng.random_range(2 * 3600..4 * 3600);
     }
-    (plan, traps)
+    traps.done()
 }
