@@ -78,15 +78,15 @@ impl Detector for BacklogDetector {
 
     fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {
         let now_rate = x.consumed / x.interval_secs;
+        let interval_ms = (x.interval_secs * 1000.0) as i64;
         // Smoothed over a minute, or over three steps for consumers that progress in steps.
-        let step_intervals = self.steps.typical().unwrap_or(0) as f64 / (x.interval_secs * 1000.0);
+        let step_intervals = self.steps.typical().unwrap_or(0) as f64 / interval_ms as f64;
         let alpha = RATE_ALPHA.min(1.0 / (3.0 * step_intervals).max(1.0));
         let rate = match self.rate {
             None => now_rate,
             Some(r) => r + alpha * (now_rate - r),
         };
         self.rate = Some(rate);
-        let interval_ms = (x.interval_secs * 1000.0) as i64;
         if x.consumed > 0.0 {
             if let Some(before) = self.progressed_at {
                 self.steps.observe(x.now - before);

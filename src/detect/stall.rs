@@ -94,12 +94,13 @@ impl GroupStallDetector {
         };
         memberless_ms >= after.as_millis() as i64
             && parts.iter().any(|p| {
-                // Without members nothing will commit: the cadence alone is the limit.
-                let overdue = p
-                    .cadence_ms
-                    .map_or(self.cfg.stall_after.as_millis() as i64, |c| {
-                        (c as f64 * self.cfg.cadence_factor) as i64
-                    });
+                // Without members nothing will commit: the cadence alone is the limit, no floor.
+                let overdue = freeze_limit_ms(
+                    p.cadence_ms,
+                    0,
+                    self.cfg.cadence_factor,
+                    self.cfg.stall_after.as_millis() as i64,
+                );
                 let frozen = p.seen_at.saturating_sub(p.progress_at);
                 p.lag.is_some_and(|l| l > 0.0) && frozen >= overdue
             })

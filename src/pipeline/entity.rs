@@ -320,19 +320,25 @@ impl KafkaGroup {
     /// What explains a rise in the latency of this group's messages, if anything does: a
     /// rebalance under way or just done, or a stall or backlog already alerted on.
     pub fn explains_latency(&self, now: i64) -> bool {
-        let recently = |t: i64| now.saturating_sub(t) <= REBALANCE_EXPLAINS_MS;
-        let rebalanced = self.members.last.is_some() && recently(self.members.changed_at);
-        rebalanced || self.stall.is_firing() || self.backlog.is_firing()
+        let alerting = self.stall.is_firing() || self.backlog.is_firing();
+        consumer_explains(now, &self.members, alerting)
     }
 }
 
 impl RabbitQueue {
     /// As for a group: consumers coming and going, or a stall or backlog already alerted on.
     pub fn explains_latency(&self, now: i64) -> bool {
-        let reconnected = self.consumers.last.is_some()
-            && now.saturating_sub(self.consumers.changed_at) <= REBALANCE_EXPLAINS_MS;
-        reconnected || self.stall.is_firing() || self.backlog.is_firing()
+        let alerting = self.stall.is_firing() || self.backlog.is_firing();
+        consumer_explains(now, &self.consumers, alerting)
     }
+}
+
+/// Whether a consumer explains its messages' latency: its membership (group members, queue
+/// consumers) changed within `REBALANCE_EXPLAINS_MS`, or it is `alerting` on a stall or backlog.
+fn consumer_explains(now: i64, membership: &Gauge, alerting: bool) -> bool {
+    let changed_lately = membership.last.is_some()
+        && now.saturating_sub(membership.changed_at) <= REBALANCE_EXPLAINS_MS;
+    changed_lately || alerting
 }
 
 impl LatencySeries {
