@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::AlertConfig;
 use crate::detect::{AlertKind, Detector, Finding, Severity};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     Firing,
@@ -77,6 +77,12 @@ impl Entity {
         Arc::new(Entity { labels, display })
     }
 
+    /// A stable id for this entity seen as `kind`: the kind and a hash of the labels, the same
+    /// in every run.
+    pub fn id(&self, kind: &str) -> String {
+        format!("{kind}-{:016x}", stable_hash(kind, self, &[]))
+    }
+
     /// The labels as alerts and label files carry them.
     pub fn label_map(&self) -> BTreeMap<String, String> {
         self.labels
@@ -86,11 +92,35 @@ impl Entity {
     }
 }
 
+/// A finding that an episode's cause explains — the latency of a stalled group's messages —
+/// carried in the cause's summary and context instead of alerting on its own: one incident, one
+/// alert, named for its cause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Symptom {
+    /// What the symptom is about, e.g. the latency stream's display name.
+    pub on: String,
+    pub summary: String,
+    pub observed: f64,
+    pub expected: f64,
+}
+
+impl Symptom {
+    pub fn of(entity: &Entity, f: &Finding) -> Symptom {
+        Symptom {
+            on: entity.display.clone(),
+            summary: f.summary.clone(),
+            observed: f.observed,
+            expected: f.expected,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Open {
     id: String,
     started_at: i64,
     last: Finding,
+    symptom: Option<Symptom>,
 }
 
 /// The lifecycle of one (entity, detector) pair's episodes.
@@ -116,6 +146,11 @@ impl AlertTrack {
         self.open.is_some()
     }
 
+    /// The last finding of the open episode.
+    pub fn open_finding(&self) -> Option<&Finding> {
+        self.open.as_ref().map(|o| &o.last)
+    }
+
     pub fn observe(
         &mut self,
         now: i64,
@@ -125,11 +160,12 @@ impl AlertTrack {
         match (finding, self.open.as_mut()) {
             (Some(f), None) => {
                 let id = episode_id(f.kind, entity, now);
-                let alert = build(&id, AlertState::Firing, now, now, None, entity, &f);
+                let alert = build(&id, AlertState::Firing, now, now, None, entity, &f, None);
                 self.open = Some(Open {
                     id,
                     started_at: now,
                     last: f,
+                    symptom: None,
                 });
                 self.clean = 0;
                 Some(alert)
@@ -150,6 +186,7 @@ impl AlertTrack {
                         None,
                         entity,
                         &open.last,
+                        open.symptom.as_ref(),
                     )
                 })
             }
@@ -171,9 +208,38 @@ impl AlertTrack {
                     Some(self.first_clean_at),
                     entity,
                     &open.last,
+                    open.symptom.as_ref(),
                 ))
             }
             (None, None) => None,
+        }
+    }
+
+    /// Attaches a symptom to the open episode. The first one of an episode sends an update that
+    /// names it; later ones only keep the worst figures for the updates to come. Without an open
+    /// episode there is nothing to attach to.
+    pub fn attach(&mut self, now: i64, entity: &Entity, symptom: Symptom) -> Option<Alert> {
+        let open = self.open.as_mut()?;
+        match &mut open.symptom {
+            Some(kept) => {
+                if symptom.observed > kept.observed {
+                    *kept = symptom;
+                }
+                None
+            }
+            None => {
+                open.symptom = Some(symptom);
+                Some(build(
+                    &open.id,
+                    AlertState::Firing,
+                    now,
+                    open.started_at,
+                    None,
+                    entity,
+                    &open.last,
+                    open.symptom.as_ref(),
+                ))
+            }
         }
     }
 }
@@ -198,6 +264,11 @@ impl<D: Detector> Judged<D> {
     /// Whether an episode of this detector is open.
     pub fn is_firing(&self) -> bool {
         self.track.is_firing()
+    }
+
+    /// The last finding of the open episode, if one is open.
+    pub fn open(&self) -> Option<&Finding> {
+        self.track.open_finding()
     }
 
     /// Judges one closed interval ending at `now`.
@@ -227,8 +298,22 @@ impl<D: Detector> Judged<D> {
             out(a);
         }
     }
+
+    /// Attaches a symptom to the open episode, if there is one: see [`AlertTrack::attach`].
+    pub fn attach(
+        &mut self,
+        now: i64,
+        entity: &Entity,
+        symptom: Symptom,
+        out: &mut impl FnMut(Alert),
+    ) {
+        if let Some(a) = self.track.attach(now, entity, symptom) {
+            out(a);
+        }
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build(
     id: &str,
     state: AlertState,
@@ -237,13 +322,20 @@ fn build(
     resolved_at: Option<i64>,
     e: &Entity,
     f: &Finding,
+    symptom: Option<&Symptom>,
 ) -> Alert {
     let mut labels = e.label_map();
     for (k, v) in &f.detail {
         labels.insert((*k).to_string(), v.clone());
     }
     let (summary, episode) = match resolved_at {
-        None => (format!("{} on {}", f.summary, e.display), None),
+        None => {
+            let mut summary = format!("{} on {}", f.summary, e.display);
+            if let Some(s) = symptom {
+                summary.push_str(&format!("; symptom: {} on {}", s.summary, s.on));
+            }
+            (summary, None)
+        }
         Some(end) => {
             let lasted = (end - started_at).max(0);
             let secs = std::time::Duration::from_secs((lasted / 1000) as u64);
@@ -275,7 +367,14 @@ fn build(
             .context
             .iter()
             .chain(episode.as_ref())
-            .map(|(k, v)| (k.to_string(), round3(*v)))
+            .copied()
+            .chain(symptom.into_iter().flat_map(|s| {
+                [
+                    ("symptom_latency_ms", s.observed),
+                    ("symptom_latency_expected_ms", s.expected),
+                ]
+            }))
+            .map(|(k, v)| (k.to_string(), round3(v)))
             .collect(),
     }
 }
@@ -298,8 +397,14 @@ fn round3(x: f64) -> f64 {
     }
 }
 
-/// FNV-1a: stable across builds and platforms, unlike the std hasher.
 fn episode_id(kind: AlertKind, e: &Entity, started_at: i64) -> String {
+    let h = stable_hash(kind.as_str(), e, &started_at.to_le_bytes());
+    format!("{}-{h:016x}", kind.as_str())
+}
+
+/// FNV-1a over a tag, the entity's labels and `extra`: stable across builds and platforms,
+/// unlike the std hasher.
+fn stable_hash(tag: &str, e: &Entity, extra: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -309,13 +414,13 @@ fn episode_id(kind: AlertKind, e: &Entity, started_at: i64) -> String {
         h ^= 0xff;
         h = h.wrapping_mul(0x0100_0000_01b3);
     };
-    eat(kind.as_str().as_bytes());
+    eat(tag.as_bytes());
     for (k, v) in &e.labels {
         eat(k.as_bytes());
         eat(v.as_bytes());
     }
-    eat(&started_at.to_le_bytes());
-    format!("{}-{h:016x}", kind.as_str())
+    eat(extra);
+    h
 }
 
 #[cfg(test)]

@@ -40,6 +40,32 @@ pub struct Config {
     pub kafka: Vec<crate::kafka::KafkaConfig>,
     /// Alerts on stdout (JSONL) in live mode.
     pub stdout: bool,
+    /// The operations surface of a live run: HTTP API, Prometheus metrics, dashboard.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: where `mqwatch run` serves its API, `/metrics` and dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; port 0 takes a free port (the log says which); "" serves nothing.
+    pub listen: String,
+    /// Bearer token the write endpoints (silences) require; "" takes `MQWATCH_API_TOKEN` from the
+    /// environment, and with neither, writes are refused. Never logged.
+    pub token: String,
+    /// Where mqwatch is reached from outside, for links in alerts (Alertmanager's
+    /// `generatorURL`); "" = `http://` + the listen address.
+    pub external_url: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9464".into(),
+            token: String::new(),
+            external_url: String::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -51,6 +77,7 @@ impl Default for Config {
             rabbitmq: Vec::new(),
             kafka: Vec::new(),
             stdout: true,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -368,9 +395,9 @@ impl Config {
     /// Parses and validates a config. Errors are one line that names the line, the key and the
     /// nearest valid name, and never echo the config's text (a line may carry a password).
     pub fn parse(text: &str) -> Result<Config, Invalid> {
-        const SECTIONS: [&str; 11] = [
+        const SECTIONS: [&str; 12] = [
             "engine", "latency", "backlog", "stall", "level", "learned", "alerts", "override",
-            "rabbitmq", "kafka", "stdout",
+            "rabbitmq", "kafka", "stdout", "http",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
@@ -577,6 +604,7 @@ mod tests {
         assert_eq!(c.rabbitmq, vec![crate::rabbitmq::RabbitConfig::default()]);
         assert_eq!(c.kafka, vec![crate::kafka::KafkaConfig::default()]);
         assert_eq!(c.stdout, Config::default().stdout);
+        assert_eq!(c.http, HttpConfig::default());
         assert!(Config::parse("[kafka]\nbootstrap_servers = \"\"").is_err());
         assert!(Config::parse("[rabbitmq]\nuri = \"nope\"").is_err());
     }
@@ -628,7 +656,7 @@ mod tests {
         assert_eq!(
             Config::parse("stdout = true\n[stal]\nstall_after = \"1m\"").unwrap_err().0,
             "line 2: unknown section `stal` (did you mean `stall`?); expected one of \
-             engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, stdout"
+             engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, stdout, http"
         );
         let e = Config::parse("[latency]\nz_treshold = 3.0").unwrap_err().0;
         assert!(e.starts_with("line 2: unknown key `z_treshold`"), "{e}");

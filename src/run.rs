@@ -17,12 +17,14 @@ use crate::alert::Alert;
 use crate::component::Parts;
 use crate::config::Config;
 use crate::event::InputError;
-use crate::learn::ModelSet;
+use crate::learn::{EntityClass, ModelSet};
 use crate::link::Link;
 use crate::pipeline::{Learned, Pipeline};
+use crate::serve::{Served, Server};
 use crate::sink::{Sink, SinkError};
 use crate::source::file::FileError;
 use crate::source::{FileSource, OnError};
+use crate::status::Board;
 use crate::telemetry::events::{AlertUndelivered, SourceStopped};
 use crate::telemetry::{emit, InputStats, WorkerStats};
 
@@ -83,6 +85,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Build(#[from] crate::component::BuildError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     /// Live mode: not one broker answered within the startup window.
     #[error("no broker reachable within {}: {}", humantime::format_duration(*.within), .tried.join("; "))]
     NoBrokerReachable {
@@ -101,7 +105,7 @@ pub fn replay(
     let started = Instant::now();
     let shutdown = config.engine.shutdown_timeout;
     let (pipeline, alerts) = Pipeline::start_with(config, opts.learned.clone());
-    let delivery = deliver(alerts, sinks, opts.collect, shutdown);
+    let delivery = deliver(alerts, sinks, opts.collect, shutdown, None);
     let bar = progress_bar(paths, opts.progress);
     let mut errors = Vec::new();
     let mut ingest = pipeline.ingest();
@@ -161,12 +165,16 @@ fn deliver(
     mut sinks: Vec<Box<dyn Sink>>,
     collect: bool,
     shutdown: Duration,
+    board: Option<Arc<Board>>,
 ) -> std::thread::JoinHandle<Result<Delivered, SinkError>> {
     std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut updates = 0;
         for a in alerts {
             updates += 1;
+            if let Some(b) = &board {
+                b.alerts().record(&a, None);
+            }
             for s in sinks.iter_mut() {
                 s.send(&a)?;
             }
@@ -206,6 +214,9 @@ pub struct LiveReport {
     pub sinks: Vec<String>,
 }
 
+/// Intervals every worker judges before a live run counts as warmed up (`/readyz`).
+const WARMUP_INTERVALS: u64 = 6;
+
 /// Builds the components the config names and runs their sources until `stop` is raised (or
 /// every one of them has failed for good), then drains. If no broker answered within
 /// `engine.startup_timeout`, the run stops and fails, naming every connection and its last error.
@@ -222,12 +233,30 @@ pub fn live(
         .map(|s| s.link())
         .chain(sinks.iter().filter_map(|s| s.link()))
         .collect();
+    let board = (!config.http.listen.is_empty()).then(|| {
+        let classes = EntityClass::ALL
+            .into_iter()
+            .filter(|c| models.as_ref().is_some_and(|m| m.get(*c).is_some()))
+            .map(EntityClass::as_str)
+            .collect();
+        Board::new(config.engine.worker_count(), WARMUP_INTERVALS, classes)
+    });
+    let server = match &board {
+        Some(b) => {
+            let served = Served {
+                board: b.clone(),
+                links: links.clone(),
+            };
+            Some(Server::start(&config.http.listen, served)?)
+        }
+        None => None,
+    };
     let learned = Learned {
         models,
         features: None,
     };
-    let (pipeline, alerts) = Pipeline::start_with(config.clone(), learned);
-    let delivery = deliver(alerts, sinks, false, config.engine.shutdown_timeout);
+    let (pipeline, alerts) = Pipeline::start_shown(config.clone(), learned, board.clone());
+    let delivery = deliver(alerts, sinks, false, config.engine.shutdown_timeout, board);
     let threads: Vec<_> = sources
         .into_iter()
         .map(|src| {
@@ -257,6 +286,9 @@ pub fn live(
     let workers = pipeline.finish();
     let delivered = delivery.join().expect("alert delivery thread panicked")?;
     crate::telemetry::record_run(&input, &workers);
+    if let Some(server) = server {
+        server.stop();
+    }
     if let Some(tried) = unreachable {
         for (sink, alerts) in &delivered.undelivered {
             for a in alerts {

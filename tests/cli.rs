@@ -294,6 +294,8 @@ alerts_exchange = "mqwatch.alerts.cli-{id}"
 enabled = true
 queue = "mqwatch.probe.cli-{id}"
 interval = "200ms"
+[http]
+listen = "127.0.0.1:0"
 [kafka]
 include_topics = ["^mqwatch-cli-{id}$"]
 alerts_topic = "mqwatch.alerts.cli-{id}"

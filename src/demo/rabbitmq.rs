@@ -243,6 +243,8 @@ pub fn demo_config() -> Config {
     c.engine.lateness = Duration::from_secs(2);
     c.detectors.stall.no_consumers_after = Duration::from_secs(10);
     c.detectors.alerts.resolve_after_intervals = 3;
+    // Any free port: the log says which (a demo must not fail because 9464 is taken).
+    c.http.listen = "127.0.0.1:0".into();
     c
 }
 

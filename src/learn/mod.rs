@@ -43,6 +43,8 @@ pub struct LearnedTrack {
     trust: Trust,
     /// Whether the class model earned, in training, the right to hold findings back.
     may_veto: bool,
+    /// The model's score of the last interval it scored.
+    last_score: Option<f64>,
 }
 
 /// A model is fitted to find about 0.1% of normal intervals abnormal. One that finds far more
@@ -112,6 +114,7 @@ impl LearnedTrack {
                 out_of_depth: false,
             },
             may_veto,
+            last_score: None,
         }
     }
 
@@ -119,6 +122,15 @@ impl LearnedTrack {
     /// much of it abnormal); `None` without a model.
     pub fn model_trusted(&self) -> Option<bool> {
         self.model.as_ref().map(|_| self.trust.trusted())
+    }
+
+    /// What the model makes of this entity, for the operations surface; `None` without a model.
+    pub fn model_status(&self) -> Option<crate::status::ModelStatus> {
+        self.model.as_ref().map(|m| crate::status::ModelStatus {
+            trusted: self.trust.trusted(),
+            score: self.last_score,
+            threshold: m.threshold,
+        })
     }
 
     /// Takes the interval ending at `now` (`raw` is `None` when the entity measured nothing) and
@@ -148,6 +160,7 @@ impl LearnedTrack {
             .as_ref()
             .map(|m| m.score(&x[..class.dims()], now));
         if let Some(s) = scored {
+            self.last_score = Some(s.nll);
             self.trust.observe(s.abnormal, entity);
             if s.abnormal {
                 self.abnormal = Some((now, s));

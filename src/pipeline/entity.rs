@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::alert::{Alert, Entity, Judged};
+use crate::alert::{Alert, Entity, Judged, Symptom};
 use crate::config::DetectorConfig;
 use crate::detect::{
-    BacklogDetector, BacklogInput, Cadence, GroupStallDetector, GroupView, LatencyDetector,
-    LevelDetector, PartitionView, QueueStallDetector, QueueView,
+    BacklogDetector, BacklogInput, Cadence, Finding, GroupStallDetector, GroupView,
+    LatencyDetector, LevelDetector, PartitionView, QueueStallDetector, QueueView,
 };
 use crate::learn::{LearnedTrack, Raw};
+use crate::status::{EntityStatus, Figures, PartitionStatus, Status};
 use crate::window::{Counter, Gauge, LatencyWindow};
 
 /// Log-end offsets of one topic's partitions, shared by every group that consumes it.
@@ -49,6 +50,13 @@ pub struct GroupPartition {
 }
 
 impl GroupPartition {
+    /// Messages behind: as the source reports it, or the log end less the committed offset.
+    fn lag(&self, end: &Gauge) -> Option<f64> {
+        self.lag
+            .value()
+            .or_else(|| Some(end.value()? - self.committed.gauge.value()?).map(|l| l.max(0.0)))
+    }
+
     /// Starts the stall clock at the last move or the last time lag was zero, whichever is later;
     /// a move since the previous close teaches the cadence how long the freeze before it lasted.
     fn stall_clock(&mut self) -> i64 {
@@ -77,6 +85,8 @@ pub struct KafkaGroup {
     stall: Judged<GroupStallDetector>,
     backlog: Judged<BacklogDetector>,
     learned: LearnedTrack,
+    /// The last closed interval's figures, and whether data arrived in it.
+    shown: (Figures, bool),
 }
 
 impl KafkaGroup {
@@ -97,6 +107,7 @@ impl KafkaGroup {
             stall: Judged::new(GroupStallDetector::new(&cfg.stall), &cfg.alerts),
             backlog: Judged::new(BacklogDetector::new(&cfg.backlog), &cfg.alerts),
             learned,
+            shown: (Figures::default(), false),
         }
     }
 
@@ -128,10 +139,7 @@ impl KafkaGroup {
         let mut consumed = 0.0;
         for p in &mut self.partitions {
             let (label, end) = &topic.partitions[p.topic_partition as usize];
-            let lag = p
-                .lag
-                .value()
-                .or_else(|| Some(end.value()? - p.committed.gauge.value()?).map(|l| l.max(0.0)));
+            let lag = p.lag(end);
             if lag == Some(0.0) {
                 p.lag_zero_at = now;
             }
@@ -179,8 +187,44 @@ impl KafkaGroup {
             |f, firing| learned.judge(now, entity, raw, f, firing),
             out,
         );
+        let figures = Figures {
+            backlog: Some(views.iter().filter_map(|v| v.lag).sum()),
+            lag_seconds: views.iter().filter_map(|v| v.lag_seconds).reduce(f64::max),
+            consumers: self.members.value(),
+            consume_rate: Some(consumed / interval_secs),
+            ..Figures::default()
+        };
+        self.shown = (figures, self.fresh);
         self.fresh = false;
     }
+
+    /// Writes what the last interval showed of this group, partition by partition.
+    pub fn report(&self, now: i64, topic: &KafkaTopic, s: &mut EntityStatus) {
+        let status = worst([self.stall.open(), self.backlog.open()]);
+        s.record(now, self.shown.1, self.shown.0, status);
+        s.model = self.learned.model_status();
+        for (i, p) in self.partitions.iter().enumerate() {
+            let (label, end) = &topic.partitions[p.topic_partition as usize];
+            if s.partitions.len() <= i {
+                s.partitions.push(PartitionStatus {
+                    partition: label.clone(),
+                    lag: None,
+                    lag_seconds: None,
+                });
+            }
+            s.partitions[i].lag = p.lag(end);
+            s.partitions[i].lag_seconds = p.lag_seconds.value();
+        }
+    }
+}
+
+/// The worst status the open findings stand for.
+fn worst<'a>(open: impl IntoIterator<Item = Option<&'a Finding>>) -> Status {
+    open.into_iter()
+        .flatten()
+        .map(Status::of)
+        .max()
+        .unwrap_or(Status::Ok)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -209,6 +253,7 @@ pub struct RabbitQueue {
     stall: Judged<QueueStallDetector>,
     backlog: Judged<BacklogDetector>,
     learned: LearnedTrack,
+    shown: (Figures, bool),
 }
 
 impl RabbitQueue {
@@ -227,7 +272,15 @@ impl RabbitQueue {
             stall: Judged::new(QueueStallDetector::new(&cfg.stall), &cfg.alerts),
             backlog: Judged::new(BacklogDetector::new(&cfg.backlog), &cfg.alerts),
             learned,
+            shown: (Figures::default(), false),
         }
+    }
+
+    /// Writes what the last interval showed of this queue.
+    pub fn report(&self, now: i64, s: &mut EntityStatus) {
+        let status = worst([self.stall.open(), self.backlog.open()]);
+        s.record(now, self.shown.1, self.shown.0, status);
+        s.model = self.learned.model_status();
     }
 
     pub fn update(&mut self, field: QueueField, ts: i64, value: f64) {
@@ -289,6 +342,14 @@ impl RabbitQueue {
             |f, firing| learned.judge(now, entity, raw, f, firing),
             out,
         );
+        let figures = Figures {
+            backlog: view.ready,
+            unacked: view.unacked,
+            consumers: self.consumers.value(),
+            consume_rate: Some(consumed / interval_secs),
+            ..Figures::default()
+        };
+        self.shown = (figures, self.fresh);
         self.fresh = false;
     }
 }
@@ -300,6 +361,7 @@ pub struct LatencySeries {
     pub consumer: Consumer,
     latency: Judged<LatencyDetector>,
     learned: LearnedTrack,
+    shown: (Figures, bool),
 }
 
 /// Where a latency stream's messages are consumed, as the worker knows it.
@@ -323,6 +385,15 @@ impl KafkaGroup {
         let alerting = self.stall.is_firing() || self.backlog.is_firing();
         consumer_explains(now, &self.members, alerting)
     }
+
+    /// Carries a symptom in the open stall episode, or else the open backlog one.
+    pub fn attach_symptom(&mut self, now: i64, symptom: Symptom, out: &mut impl FnMut(Alert)) {
+        if self.stall.is_firing() {
+            self.stall.attach(now, &self.entity, symptom, out);
+        } else {
+            self.backlog.attach(now, &self.entity, symptom, out);
+        }
+    }
 }
 
 impl RabbitQueue {
@@ -330,6 +401,15 @@ impl RabbitQueue {
     pub fn explains_latency(&self, now: i64) -> bool {
         let alerting = self.stall.is_firing() || self.backlog.is_firing();
         consumer_explains(now, &self.consumers, alerting)
+    }
+
+    /// As for a group: the open stall episode, or else the open backlog one.
+    pub fn attach_symptom(&mut self, now: i64, symptom: Symptom, out: &mut impl FnMut(Alert)) {
+        if self.stall.is_firing() {
+            self.stall.attach(now, &self.entity, symptom, out);
+        } else {
+            self.backlog.attach(now, &self.entity, symptom, out);
+        }
     }
 }
 
@@ -352,19 +432,41 @@ impl LatencySeries {
             consumer: Consumer::Unknown { looked_at: 0 },
             latency: Judged::new(LatencyDetector::new(&cfg.latency), &cfg.alerts),
             learned,
+            shown: (Figures::default(), false),
         }
+    }
+
+    /// Writes what the last interval showed of this stream.
+    pub fn report(&self, now: i64, s: &mut EntityStatus) {
+        let status = worst([self.latency.open()]);
+        s.record(now, self.shown.1, self.shown.0, status);
+        s.model = self.learned.model_status();
     }
 
     /// Judges the interval `slot`. With `explained` (its consumer's rebalance, stall or backlog
     /// accounts for a rise) no new latency episode opens: one incident, one alert, named for its
-    /// cause; an episode already open carries on.
-    pub fn close(&mut self, now: i64, slot: i64, explained: bool, out: &mut impl FnMut(Alert)) {
+    /// cause; an episode already open carries on. Returns the finding so held back, for the
+    /// cause's alert to carry as a symptom.
+    pub fn close(
+        &mut self,
+        now: i64,
+        slot: i64,
+        explained: bool,
+        out: &mut impl FnMut(Alert),
+    ) -> Option<Finding> {
         let q = self.window.recent(slot, crate::detect::LATENCY_MIN_COUNT);
         let raw = q.as_ref().map(|q| Raw::Latency {
             p50: q.p50,
             p99: q.p99,
         });
+        let figures = Figures {
+            p50_ms: q.as_ref().map(|q| q.p50),
+            p99_ms: q.as_ref().map(|q| q.p99),
+            ..Figures::default()
+        };
+        self.shown = (figures, q.is_some());
         let (learned, entity) = (&mut self.learned, &self.entity);
+        let mut held_back = None;
         self.latency.judge_confirmed(
             now,
             entity,
@@ -372,10 +474,15 @@ impl LatencySeries {
             |f, firing| {
                 // The learned track sees every interval, explained or not.
                 let f = learned.judge(now, entity, raw, f, firing);
-                f.filter(|_| firing || !explained)
+                if explained && !firing {
+                    held_back = f;
+                    return None;
+                }
+                f
             },
             out,
         );
+        held_back
     }
 }
 
@@ -384,6 +491,7 @@ pub struct GenericSeries {
     pub gauge: Gauge,
     pub fresh: bool,
     level: Judged<LevelDetector>,
+    shown: (Figures, bool),
 }
 
 impl GenericSeries {
@@ -393,11 +501,23 @@ impl GenericSeries {
             gauge: Gauge::default(),
             fresh: false,
             level: Judged::new(LevelDetector::new(&cfg.level), &cfg.alerts),
+            shown: (Figures::default(), false),
         }
+    }
+
+    /// Writes what the last interval showed of this gauge.
+    pub fn report(&self, now: i64, s: &mut EntityStatus) {
+        let status = worst([self.level.open()]);
+        s.record(now, self.shown.1, self.shown.0, status);
     }
 
     pub fn close(&mut self, now: i64, out: &mut impl FnMut(Alert)) {
         let value = if self.fresh { self.gauge.value() } else { None };
+        let figures = Figures {
+            value: self.gauge.value(),
+            ..Figures::default()
+        };
+        self.shown = (figures, self.fresh);
         self.fresh = false;
         self.level.judge(now, &self.entity, value, out);
     }
@@ -587,6 +707,87 @@ mod tests {
         let late_cause = latency_run_explained(rise, |s| s >= 66, 30, 100);
         assert_eq!(late_cause.first().map(|a| a.kind), Some(AlertKind::Latency));
         assert!(late_cause.iter().any(|a| a.state == AlertState::Resolved));
+    }
+
+    #[test]
+    fn latency_its_stalled_group_explains_rides_on_the_stall_alert_as_a_symptom() {
+        let (mut topic, mut g) = group();
+        let latency = Entity::new(vec![("topic".into(), "pay".into())], "pay/auth".into());
+        let rise = Finding {
+            kind: AlertKind::Latency,
+            severity: crate::detect::Severity::Critical,
+            detector: "latency_spike",
+            metric: "p99",
+            observed: 2400.0,
+            expected: 40.0,
+            score: 30.0,
+            summary: "p99 latency 2400 ms vs 40 ms expected (60.0x)".into(),
+            detail: Vec::new(),
+            context: Vec::new(),
+        };
+        let mut alerts = Vec::new();
+        let mut stall_id = None;
+        for n in 0..40 {
+            interval(&mut topic, &mut g, n, !(6..20).contains(&n));
+            g.close(n * 10 * S, 10.0, &topic, &mut |a| alerts.push(a));
+            if n == 0 {
+                // Nothing is open yet: a symptom has nothing to ride on.
+                g.attach_symptom(0, Symptom::of(&latency, &rise), &mut |a| alerts.push(a));
+                assert!(alerts.is_empty(), "{alerts:?}");
+            }
+            if stall_id.is_none() && g.stall.is_firing() {
+                stall_id = alerts.last().map(|a| a.id.clone());
+                for _ in 0..3 {
+                    let symptom = Symptom::of(&latency, &rise);
+                    g.attach_symptom(n * 10 * S, symptom, &mut |a| alerts.push(a));
+                }
+            }
+        }
+        let stall_id = stall_id.expect("the stall fired");
+        let with_symptom: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.context.contains_key("symptom_latency_ms"))
+            .collect();
+        assert!(with_symptom.iter().all(|a| a.id == stall_id), "{alerts:?}");
+        let update = with_symptom[0];
+        assert_eq!(update.state, AlertState::Firing);
+        assert!(
+            update.summary.contains("symptom: p99 latency 2400 ms")
+                && update.summary.contains("on pay/auth"),
+            "{}",
+            update.summary
+        );
+        assert_eq!(update.context["symptom_latency_expected_ms"], 40.0);
+        let firing_updates = with_symptom
+            .iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .count();
+        assert_eq!(
+            firing_updates, 1,
+            "one update names the symptom, not one per interval"
+        );
+        assert_eq!(with_symptom.last().unwrap().state, AlertState::Resolved);
+        assert!(alerts.iter().all(|a| a.kind == AlertKind::ConsumerStall));
+    }
+
+    #[test]
+    fn an_explained_latency_rise_is_handed_back_as_the_symptom_it_is() {
+        let entity = Entity::new(vec![("queue".into(), "ledger".into())], "ledger".into());
+        let learned = LearnedTrack::new(None, None, 120_000);
+        let mut l = LatencySeries::new(entity, &DetectorConfig::default(), learned);
+        let mut held_back = Vec::new();
+        for slot in 0..80 {
+            let factor = if slot >= 60 { 10.0 } else { 1.0 };
+            for i in 0..30 {
+                l.window.record(slot, (20.0 + i as f64) * factor);
+            }
+            let mut alerts = Vec::new();
+            held_back.extend(l.close((slot + 1) * 10 * S, slot, true, &mut |a| alerts.push(a)));
+            assert!(alerts.is_empty(), "{alerts:?}");
+        }
+        let f = held_back.first().expect("the rise is handed back");
+        assert_eq!(f.kind, AlertKind::Latency);
+        assert!(f.observed > 5.0 * f.expected, "{f:?}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::alert::Alert;
 use crate::config::{Backpressure, Config};
 use crate::event::{ErrorReason, Family, RawEvent, SeriesKey};
 use crate::learn::{FeatureRow, ModelSet};
+use crate::status::{Board, InputCells};
 use crate::telemetry::{InputStats, WorkerStats};
 
 pub use worker::Worker;
@@ -67,6 +68,7 @@ pub struct Pipeline {
     senders: Vec<Sender<Batch>>,
     recycle: (Sender<Vec<Msg>>, Receiver<Vec<Msg>>),
     workers: Vec<JoinHandle<WorkerStats>>,
+    board: Option<Arc<Board>>,
 }
 
 impl Pipeline {
@@ -80,6 +82,16 @@ impl Pipeline {
     /// their class, and every entity's interval features also go to `features` (for training and
     /// reports).
     pub fn start_with(config: Arc<Config>, learned: Learned) -> (Pipeline, Receiver<Alert>) {
+        Pipeline::start_shown(config, learned, None)
+    }
+
+    /// As [`start_with`](Pipeline::start_with), showing on `board` (when given) what every
+    /// worker sees and every source counts.
+    pub fn start_shown(
+        config: Arc<Config>,
+        learned: Learned,
+        board: Option<Arc<Board>>,
+    ) -> (Pipeline, Receiver<Alert>) {
         let n = config.engine.worker_count();
         let (alert_tx, alert_rx) = bounded(4096);
         let recycle = bounded(n * config.engine.queue_batches + 2 * n);
@@ -88,7 +100,8 @@ impl Pipeline {
         for i in 0..n {
             let (tx, rx) = bounded::<Batch>(config.engine.queue_batches);
             senders.push(tx);
-            let w = Worker::new(config.clone(), alert_tx.clone(), learned.clone());
+            let shown = board.as_ref().map(|b| (b.clone(), i));
+            let w = Worker::new(config.clone(), alert_tx.clone(), learned.clone(), shown);
             let back = recycle.0.clone();
             workers.push(
                 std::thread::Builder::new()
@@ -103,6 +116,7 @@ impl Pipeline {
                 senders,
                 recycle,
                 workers,
+                board,
             },
             alert_rx,
         )
@@ -122,6 +136,7 @@ impl Pipeline {
             max_ts: i64::MIN,
             broadcast_wm: i64::MIN,
             stats: InputStats::default(),
+            shown: self.board.as_ref().map(|b| b.input_cells()),
         }
     }
 
@@ -150,6 +165,8 @@ pub struct Ingest {
     max_ts: i64,
     broadcast_wm: i64,
     pub stats: InputStats,
+    /// Where the counts are shown while running, in a run that serves them.
+    shown: Option<Arc<InputCells>>,
 }
 
 impl Ingest {
@@ -259,6 +276,9 @@ impl Ingest {
                 }
                 Err(TrySendError::Disconnected(_)) => {}
             },
+        }
+        if let Some(cells) = &self.shown {
+            cells.store(&self.stats);
         }
     }
 }

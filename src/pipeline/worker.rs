@@ -13,10 +13,11 @@ use super::entity::{
     Consumer, GenericSeries, KafkaGroup, KafkaTopic, LatencySeries, QueueField, RabbitQueue,
 };
 use super::{Batch, Learned, Msg, SeriesInfo};
-use crate::alert::{Alert, Entity};
+use crate::alert::{Alert, Entity, Symptom};
 use crate::config::{Config, DetectorConfig};
 use crate::event::{Family, SeriesKey};
 use crate::learn::{EntityClass, LearnedTrack};
+use crate::status::{slot, Board, EntityKind};
 use crate::telemetry::WorkerStats;
 
 /// A gap longer than this many intervals is skipped rather than closed interval by interval.
@@ -53,10 +54,17 @@ pub struct Worker {
     alerts: Sender<Alert>,
     learned: Learned,
     stats: WorkerStats,
+    /// Where this worker shows what it sees (its shard of the board), in a run that serves it.
+    board: Option<(Arc<Board>, usize)>,
 }
 
 impl Worker {
-    pub fn new(config: Arc<Config>, alerts: Sender<Alert>, learned: Learned) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        alerts: Sender<Alert>,
+        learned: Learned,
+        board: Option<(Arc<Board>, usize)>,
+    ) -> Self {
         Worker {
             interval: config.engine.interval_ms(),
             lateness: config.engine.lateness_ms(),
@@ -75,6 +83,7 @@ impl Worker {
             alerts,
             learned,
             stats: WorkerStats::default(),
+            board,
         }
     }
 
@@ -102,6 +111,11 @@ impl Worker {
                 self.close(slot);
             }
         }
+        self.count_state();
+        self.stats
+    }
+
+    fn count_state(&mut self) {
         self.stats.series = self.routes.len() as u64;
         self.stats.entities =
             (self.groups.len() + self.queues.len() + self.latencies.len() + self.generics.len())
@@ -111,7 +125,37 @@ impl Worker {
             .iter()
             .map(|l| l.window.memory_bytes() as u64)
             .sum();
-        self.stats
+    }
+
+    /// Shows the interval just closed on the board: every entity's status and figures, and the
+    /// worker's counts. Once per interval, never per event.
+    fn publish(&mut self, now: i64) {
+        if self.board.is_none() {
+            return;
+        }
+        self.count_state();
+        let Some((board, i)) = &self.board else {
+            return;
+        };
+        let mut shard = board.shard(*i);
+        let shard = &mut *shard;
+        shard.stats = self.stats.clone();
+        for (i, g) in self.groups.iter().enumerate() {
+            let s = slot(&mut shard.groups, i, EntityKind::KafkaGroup, &g.entity);
+            g.report(now, &self.topics[g.topic as usize], s);
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            let s = slot(&mut shard.queues, i, EntityKind::RabbitmqQueue, &q.entity);
+            q.report(now, s);
+        }
+        for (i, l) in self.latencies.iter().enumerate() {
+            let s = slot(&mut shard.latencies, i, EntityKind::Latency, &l.entity);
+            l.report(now, s);
+        }
+        for (i, g) in self.generics.iter().enumerate() {
+            let s = slot(&mut shard.gauges, i, EntityKind::Gauge, &g.entity);
+            g.report(now, s);
+        }
     }
 
     fn sample(&mut self, series: u64, ts: i64, value: f64) {
@@ -208,11 +252,23 @@ impl Worker {
                 Consumer::Queue(q) => self.queues[q as usize].explains_latency(now),
                 Consumer::Unknown { .. } => false,
             };
-            l.close(now, slot, explained, &mut out);
+            if let Some(f) = l.close(now, slot, explained, &mut out) {
+                let symptom = Symptom::of(&l.entity, &f);
+                match l.consumer {
+                    Consumer::Group(g) => {
+                        self.groups[g as usize].attach_symptom(now, symptom, &mut out)
+                    }
+                    Consumer::Queue(q) => {
+                        self.queues[q as usize].attach_symptom(now, symptom, &mut out)
+                    }
+                    Consumer::Unknown { .. } => {}
+                }
+            }
         }
         for g in &mut self.generics {
             g.close(now, &mut out);
         }
+        self.publish(now);
     }
 
     fn register(&mut self, id: u64, info: &SeriesInfo) {

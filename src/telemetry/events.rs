@@ -15,6 +15,24 @@ pub fn emit(event: impl InternalEvent) {
     event.emit();
 }
 
+/// What an edge counter counts and the name of its one label, for `/metrics`.
+pub fn describe(counter: &str) -> Option<(&'static str, &'static str)> {
+    Some(match counter {
+        "broker_connected" => ("Brokers answering for the first time", "broker"),
+        "broker_failures" => ("Failed attempts to reach a broker", "broker"),
+        "broker_outages" => ("Connections lost after they were up", "broker"),
+        "broker_recovered" => ("Brokers answering again after failures", "broker"),
+        "dead_lettered" => ("Metric messages refused and dead-lettered", "source"),
+        "offsets_unreadable" => ("Polls that could not read a group's offsets", "group"),
+        "passive_declare_failed" => ("Queue polls by passive declare that failed", "queue"),
+        "alerts_confirmed" => ("Alerts a broker confirmed", "sink"),
+        "alerts_unroutable" => ("Confirmed alerts no bound queue took", "sink"),
+        "alerts_undelivered" => ("Alerts not delivered by the shutdown deadline", "sink"),
+        "sources_stopped" => ("Live sources ended by an unrecoverable error", "source"),
+        _ => return None,
+    })
+}
+
 /// `broker_connected{broker}`: a broker answered for the first time.
 pub struct BrokerConnected<'a> {
     pub broker: &'a str,

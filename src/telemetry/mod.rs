@@ -11,7 +11,7 @@
 pub mod events;
 mod registry;
 
-pub use events::emit;
+pub use events::{describe, emit};
 pub use registry::{registry, Registry};
 
 /// Adds a finished run's hot-path counts to the registry, so that the summary (and anything

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: scenarios on disk and replays that keep their alerts.
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

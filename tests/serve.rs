@@ -1,0 +1,295 @@
+//! The operations surface of `mqwatch run`, against the real RabbitMQ that `.ci/services` starts
+//! and Debian's Prometheus: a queue whose consumers are gone shows as STOP in the API, its alert
+//! is open with its history, `/metrics` passes `promtool check metrics`, and a real Prometheus
+//! server scrapes mqwatch and answers a query with the queue's depth.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::live::Run;
+use common::unique;
+
+const MANAGEMENT: &str = "http://127.0.0.1:15672";
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+/// GET `url`: the status code and the body.
+fn get(url: &str) -> (u16, String) {
+    let mut r = agent().get(url).call().unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    (r.status().as_u16(), body)
+}
+
+fn get_json(url: &str) -> (u16, Value) {
+    let (code, body) = get(url);
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
+    (code, v)
+}
+
+/// A queue with `ready` messages and nobody consuming them, through the management API.
+fn abandoned_queue(name: &str, ready: usize) {
+    let a = agent();
+    let q = format!("{MANAGEMENT}/api/queues/%2f/{name}");
+    let auth = "Basic Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
+    let r = a
+        .put(&q)
+        .header("authorization", auth)
+        .send_json(serde_json::json!({}))
+        .unwrap();
+    assert!(r.status().is_success(), "declare {name}: {}", r.status());
+    let publish = format!("{MANAGEMENT}/api/exchanges/%2f/amq.default/publish");
+    for _ in 0..ready {
+        let body = serde_json::json!({
+            "properties": {}, "routing_key": name, "payload": "{}", "payload_encoding": "string"
+        });
+        let r = a
+            .post(&publish)
+            .header("authorization", auth)
+            .send_json(body)
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+fn delete_queue(name: &str) {
+    let _ = agent()
+        .delete(&format!("{MANAGEMENT}/api/queues/%2f/{name}"))
+        .header("authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+        .call();
+}
+
+/// Starts `mqwatch run` watching `queue`, serving on a free port; returns the run and its URL.
+fn serve(queue: &str) -> (Run, String) {
+    let config = format!(
+        r#"
+[engine]
+interval = "1s"
+lateness = "500ms"
+[stall]
+no_consumers_after = "2s"
+[http]
+listen = "127.0.0.1:0"
+[rabbitmq]
+uri = "amqp://guest:guest@127.0.0.1:5672/%2f"
+include = ["^{}$"]
+poll_interval = "1s"
+alerts_exchange = "{queue}.alerts"
+"#,
+        regex::escape(queue).replace('\\', "\\\\")
+    );
+    let mut run = Run::start(&config, &[], &[]);
+    run.wait_for_stderr("dashboard on http://", Duration::from_secs(20));
+    let err = run.stderr();
+    let at = err.find("dashboard on http://").unwrap() + "dashboard on ".len();
+    let url: String = err[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    (run, url)
+}
+
+/// Polls `check` every 200 ms until it gives a value, failing after `within`.
+fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(t.elapsed() < within, "{what} not within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_api_shows_an_abandoned_queue_as_stopped_with_its_open_alert_and_answers_errors_as_json() {
+    let queue = unique("serve.api");
+    abandoned_queue(&queue, 7);
+    let (run, url) = serve(&queue);
+
+    let (code, health) = get_json(&format!("{url}/healthz"));
+    assert_eq!((code, health["status"].as_str()), (200, Some("ok")));
+    let ready = eventually(Duration::from_secs(30), "ready", || {
+        let (code, v) = get_json(&format!("{url}/readyz"));
+        (code == 200).then_some(v)
+    });
+    assert_eq!(ready["connected"], true);
+
+    let entity = eventually(Duration::from_secs(30), "the queue listed as STOP", || {
+        let (_, v) = get_json(&format!("{url}/api/v1/status"));
+        let list = v["entities"].as_array()?;
+        list.iter()
+            .find(|e| e["labels"]["queue"] == queue.as_str() && e["status"] == "STOP")
+            .cloned()
+    });
+    assert_eq!(entity["kind"], "rabbitmq_queue");
+    assert_eq!(entity["figures"]["backlog"], 7.0);
+    assert_eq!(entity["figures"]["consumers"], 0.0);
+
+    let id = entity["id"].as_str().unwrap();
+    let (code, detail) = get_json(&format!("{url}/api/v1/entities/{id}"));
+    assert_eq!(code, 200);
+    let history = detail["history"].as_array().unwrap();
+    assert!(!history.is_empty(), "{detail}");
+    assert_eq!(history.last().unwrap()[1], 7.0);
+
+    let (_, alerts) = get_json(&format!("{url}/api/v1/alerts"));
+    let open = alerts["open"].as_array().unwrap();
+    let stall = open
+        .iter()
+        .find(|e| e["latest"]["labels"]["queue"] == queue.as_str())
+        .unwrap_or_else(|| panic!("no open alert on {queue}: {alerts}"));
+    assert_eq!(stall["latest"]["kind"], "consumer_stall");
+    assert_eq!(stall["updates"][0]["state"], "firing");
+
+    let (code, missing) = get_json(&format!("{url}/api/v1/entities/rabbitmq_queue-0"));
+    assert_eq!(code, 404);
+    assert!(
+        missing["error"].as_str().unwrap().contains("no entity"),
+        "{missing}"
+    );
+    let (code, nowhere) = get_json(&format!("{url}/api/v2/everything"));
+    assert_eq!(code, 404);
+    assert!(nowhere["error"]
+        .as_str()
+        .unwrap()
+        .contains("/api/v2/everything"));
+
+    run.signal("TERM");
+    let (code, _, _) = run.exit_within(Duration::from_secs(20));
+    assert_eq!(code, 0);
+    delete_queue(&queue);
+}
+
+/// A Prometheus server of its own on a free port, scraping `target` every second.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mqwatch\n    \
+                 static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`; .ci/services installs it)");
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant query's first sample, if it has one.
+    fn query(&self, q: &str) -> Option<f64> {
+        let url = format!("{}/api/v1/query?query={}", self.url, urlencode(q));
+        let mut r = agent().get(&url).call().ok()?;
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_pass_promtool_and_a_real_prometheus_scrapes_the_queue_depth_and_status() {
+    let queue = unique("serve.metrics");
+    abandoned_queue(&queue, 5);
+    let (run, url) = serve(&queue);
+    let selector = format!("{{queue=\"{queue}\"}}");
+
+    let text = eventually(Duration::from_secs(30), "the queue's metrics", || {
+        let (code, body) = get(&format!("{url}/metrics"));
+        (code == 200 && body.contains("mqwatch_rabbitmq_queue_ready{cluster=")).then_some(body)
+    });
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`)");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "mqwatch_events_accepted_total",
+        "mqwatch_build_info",
+        "mqwatch_series",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+
+    let prometheus = Prometheus::start(url.trim_start_matches("http://"));
+    let depth = eventually(
+        Duration::from_secs(60),
+        "Prometheus to scrape the depth",
+        || prometheus.query(&format!("mqwatch_rabbitmq_queue_ready{selector}")),
+    );
+    assert_eq!(depth, 5.0);
+    let stopped = format!("mqwatch_rabbitmq_queue_status{{queue=\"{queue}\",status=\"STOP\"}}");
+    let stop = eventually(
+        Duration::from_secs(60),
+        "the STOP status in Prometheus",
+        || prometheus.query(&stopped).filter(|v| *v == 1.0),
+    );
+    assert_eq!(stop, 1.0);
+    let up = prometheus.query("up{job=\"mqwatch\"}");
+    assert_eq!(up, Some(1.0), "Prometheus sees the target up");
+
+    drop(prometheus);
+    run.signal("TERM");
+    let (code, _, _) = run.exit_within(Duration::from_secs(20));
+    assert_eq!(code, 0);
+    delete_queue(&queue);
+}
