@@ -42,6 +42,9 @@ pub struct Config {
     pub stdout: bool,
     /// The operations surface of a live run: HTTP API, Prometheus metrics, dashboard.
     pub http: HttpConfig,
+    /// Maintenance windows: `[[silence]]` tables, alerts they match are not delivered.
+    #[serde(rename = "silence", skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<crate::silence::WindowConfig>,
 }
 
 /// `[http]`: where `mqwatch run` serves its API, `/metrics` and dashboard.
@@ -56,6 +59,8 @@ pub struct HttpConfig {
     /// Where mqwatch is reached from outside, for links in alerts (Alertmanager's
     /// `generatorURL`); "" = `http://` + the listen address.
     pub external_url: String,
+    /// Where silences made through the API are kept across restarts; "" keeps them in memory.
+    pub silences_file: String,
 }
 
 impl Default for HttpConfig {
@@ -64,6 +69,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:9464".into(),
             token: String::new(),
             external_url: String::new(),
+            silences_file: "mqwatch-silences.json".into(),
         }
     }
 }
@@ -78,6 +84,7 @@ impl Default for Config {
             kafka: Vec::new(),
             stdout: true,
             http: HttpConfig::default(),
+            silences: Vec::new(),
         }
     }
 }
@@ -395,9 +402,9 @@ impl Config {
     /// Parses and validates a config. Errors are one line that names the line, the key and the
     /// nearest valid name, and never echo the config's text (a line may carry a password).
     pub fn parse(text: &str) -> Result<Config, Invalid> {
-        const SECTIONS: [&str; 12] = [
+        const SECTIONS: [&str; 13] = [
             "engine", "latency", "backlog", "stall", "level", "learned", "alerts", "override",
-            "rabbitmq", "kafka", "stdout", "http",
+            "rabbitmq", "kafka", "stdout", "http", "silence",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
@@ -434,6 +441,10 @@ impl Config {
         }
         if !(1..=5).contains(&self.detectors.latency.significant_digits) {
             return Err("latency.significant_digits must be 1 to 5".into());
+        }
+        for (i, w) in self.silences.iter().enumerate() {
+            crate::silence::Window::new(w.clone())
+                .map_err(|e| format!("silence #{}: {e}", i + 1))?;
         }
         for (i, o) in self.overrides.iter().enumerate() {
             self.detectors
@@ -656,7 +667,8 @@ mod tests {
         assert_eq!(
             Config::parse("stdout = true\n[stal]\nstall_after = \"1m\"").unwrap_err().0,
             "line 2: unknown section `stal` (did you mean `stall`?); expected one of \
-             engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, stdout, http"
+             engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, stdout, http, \
+             silence"
         );
         let e = Config::parse("[latency]\nz_treshold = 3.0").unwrap_err().0;
         assert!(e.starts_with("line 2: unknown key `z_treshold`"), "{e}");

@@ -35,6 +35,7 @@ pub mod redact;
 pub mod run;
 pub mod serve;
 pub mod shutdown;
+pub mod silence;
 pub mod sink;
 pub mod source;
 pub mod status;

@@ -10,7 +10,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::alert::Alert;
@@ -21,6 +21,7 @@ use crate::learn::{EntityClass, ModelSet};
 use crate::link::Link;
 use crate::pipeline::{Learned, Pipeline};
 use crate::serve::{Served, Server};
+use crate::silence::{Gate, SilenceError, Silences, Window};
 use crate::sink::{Sink, SinkError};
 use crate::source::file::FileError;
 use crate::source::{FileSource, OnError};
@@ -87,6 +88,8 @@ pub enum RunError {
     Build(#[from] crate::component::BuildError),
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
+    #[error("silences: {0}")]
+    Silences(#[from] SilenceError),
     /// Live mode: not one broker answered within the startup window.
     #[error("no broker reachable within {}: {}", humantime::format_duration(*.within), .tried.join("; "))]
     NoBrokerReachable {
@@ -158,22 +161,42 @@ struct Delivered {
     sinks: Vec<String>,
 }
 
-/// The thread that hands every alert to every sink, in order, and keeps them when asked. When
-/// the alerts end it closes the sinks with one deadline, `shutdown` from then.
+/// What the delivery thread of a served run shows (the episodes) and obeys (the silences).
+struct Shown {
+    board: Arc<Board>,
+    silences: Arc<Mutex<Silences>>,
+}
+
+impl Shown {
+    fn silencing(&self, a: &Alert) -> Option<String> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let silences = self.silences.lock().unwrap_or_else(|e| e.into_inner());
+        silences.silencing(a, now as i64)
+    }
+}
+
+/// The thread that hands every alert to every sink, in order, and keeps them when asked; in a
+/// served run it records each on the board and holds back what a silence covers. When the
+/// alerts end it closes the sinks with one deadline, `shutdown` from then.
 fn deliver(
     alerts: crossbeam_channel::Receiver<Alert>,
     mut sinks: Vec<Box<dyn Sink>>,
     collect: bool,
     shutdown: Duration,
-    board: Option<Arc<Board>>,
+    shown: Option<Shown>,
 ) -> std::thread::JoinHandle<Result<Delivered, SinkError>> {
     std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut updates = 0;
+        let mut gate = Gate::default();
         for a in alerts {
             updates += 1;
-            if let Some(b) = &board {
-                b.alerts().record(&a, None);
+            if let Some(shown) = &shown {
+                let silenced_by = shown.silencing(&a);
+                shown.board.alerts().record(&a, silenced_by.as_deref());
+                if !gate.passes(&a, silenced_by.is_some()) {
+                    continue;
+                }
             }
             for s in sinks.iter_mut() {
                 s.send(&a)?;
@@ -241,11 +264,14 @@ pub fn live(
             .collect();
         Board::new(config.engine.worker_count(), WARMUP_INTERVALS, classes)
     });
+    let silences = Arc::new(Mutex::new(load_silences(&config)?));
     let server = match &board {
         Some(b) => {
             let served = Served {
                 board: b.clone(),
                 links: links.clone(),
+                silences: silences.clone(),
+                token: api_token(&config),
             };
             Some(Server::start(&config.http.listen, served)?)
         }
@@ -256,7 +282,8 @@ pub fn live(
         features: None,
     };
     let (pipeline, alerts) = Pipeline::start_shown(config.clone(), learned, board.clone());
-    let delivery = deliver(alerts, sinks, false, config.engine.shutdown_timeout, board);
+    let shown = board.map(|board| Shown { board, silences });
+    let delivery = deliver(alerts, sinks, false, config.engine.shutdown_timeout, shown);
     let threads: Vec<_> = sources
         .into_iter()
         .map(|src| {
@@ -309,6 +336,25 @@ pub fn live(
         links,
         sinks: delivered.sinks,
     })
+}
+
+/// The config's maintenance windows and the silences kept from earlier runs.
+fn load_silences(config: &Config) -> Result<Silences, SilenceError> {
+    let windows = config
+        .silences
+        .iter()
+        .map(|w| Window::new(w.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let file = &config.http.silences_file;
+    Silences::load(windows, (!file.is_empty()).then(|| PathBuf::from(file)))
+}
+
+/// The bearer token the API's writes require: the config's, else `MQWATCH_API_TOKEN`.
+fn api_token(config: &Config) -> Option<String> {
+    Some(config.http.token.clone())
+        .filter(|t| !t.is_empty())
+        .or_else(|| std::env::var("MQWATCH_API_TOKEN").ok())
+        .filter(|t| !t.is_empty())
 }
 
 /// Waits while the run goes on: until `stop` is raised or every source has ended. At

@@ -296,6 +296,7 @@ queue = "mqwatch.probe.cli-{id}"
 interval = "200ms"
 [http]
 listen = "127.0.0.1:0"
+silences_file = ""
 [kafka]
 include_topics = ["^mqwatch-cli-{id}$"]
 alerts_topic = "mqwatch.alerts.cli-{id}"

@@ -69,15 +69,21 @@ fn delete_queue(name: &str) {
 
 /// Starts `mqwatch run` watching `queue`, serving on a free port; returns the run and its URL.
 fn serve(queue: &str) -> (Run, String) {
+    serve_with(queue, "2s", "silences_file = \"\"")
+}
+
+/// As [`serve`], the stall after `stall_after`, with more `[http]` settings.
+fn serve_with(queue: &str, stall_after: &str, http: &str) -> (Run, String) {
     let config = format!(
         r#"
 [engine]
 interval = "1s"
 lateness = "500ms"
 [stall]
-no_consumers_after = "2s"
+no_consumers_after = "{stall_after}"
 [http]
 listen = "127.0.0.1:0"
+{http}
 [rabbitmq]
 uri = "amqp://guest:guest@127.0.0.1:5672/%2f"
 include = ["^{}$"]
@@ -291,5 +297,103 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_the_queue_depth_and_statu
     run.signal("TERM");
     let (code, _, _) = run.exit_within(Duration::from_secs(20));
     assert_eq!(code, 0);
+    delete_queue(&queue);
+}
+
+/// A request with a JSON body and maybe a bearer token: the status code and the JSON answer.
+fn send(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let a = agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut r = match (method, body) {
+        ("POST", Some(b)) => {
+            let mut req = a.post(url);
+            if let Some(h) = &auth {
+                req = req.header("authorization", h);
+            }
+            req.send_json(b).unwrap()
+        }
+        ("DELETE", _) => {
+            let mut req = a.delete(url);
+            if let Some(h) = &auth {
+                req = req.header("authorization", h);
+            }
+            req.call().unwrap()
+        }
+        _ => unreachable!(),
+    };
+    let body = r.body_mut().read_to_string().unwrap();
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
+    (r.status().as_u16(), v)
+}
+
+#[test]
+fn a_silenced_stall_is_listed_but_not_delivered_and_the_silence_survives_a_restart() {
+    let queue = unique("serve.silence");
+    abandoned_queue(&queue, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-api-token-for-tests";
+    let http = format!(
+        "token = \"{token}\"\nsilences_file = \"{}\"",
+        dir.path().join("silences.json").display()
+    );
+    let (run, url) = serve_with(&queue, "6s", &http);
+    let silences = format!("{url}/api/v1/silences");
+    let body = serde_json::json!({
+        "matchers": [{"name": "queue", "value": regex::escape(&queue), "isRegex": true}],
+        "endsAt": "2099-01-01T00:00:00Z",
+        "createdBy": "ops",
+        "comment": "queue migration"
+    });
+
+    let (code, refused) = send("POST", &silences, None, Some(body.clone()));
+    assert_eq!(code, 401, "{refused}");
+    let (code, refused) = send("POST", &silences, Some("wrong"), Some(body.clone()));
+    assert_eq!(
+        (code, refused["error"].as_str()),
+        (401, Some("wrong bearer token"))
+    );
+    let bad = serde_json::json!({"matchers": [{"name": "queue", "value": "(", "isRegex": true}], "endsAt": "2099-01-01T00:00:00Z"});
+    let (code, refused) = send("POST", &silences, Some(token), Some(bad));
+    assert_eq!(code, 400);
+    assert!(
+        refused["error"].as_str().unwrap().contains("bad regex"),
+        "{refused}"
+    );
+
+    let (code, made) = send("POST", &silences, Some(token), Some(body));
+    assert_eq!(code, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_string();
+
+    let episode = eventually(Duration::from_secs(40), "the silenced stall listed", || {
+        let (_, v) = get_json(&format!("{url}/api/v1/alerts"));
+        v["open"]
+            .as_array()?
+            .iter()
+            .find(|e| e["latest"]["labels"]["queue"] == queue.as_str())
+            .cloned()
+    });
+    assert_eq!(episode["silenced_by"], id.as_str());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        run.lines.try_recv().is_err(),
+        "a silenced alert reached stdout"
+    );
+    assert!(!run.stderr().contains(token), "the token reached the log");
+    run.signal("TERM");
+    assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
+
+    let (run, url) = serve_with(&queue, "6s", &http);
+    let (_, listed) = get_json(&format!("{url}/api/v1/silences"));
+    let kept = &listed["silences"][0];
+    assert_eq!(
+        (kept["id"].as_str(), kept["status"].as_str()),
+        (Some(id.as_str()), Some("active"))
+    );
+    let one = format!("{url}/api/v1/silences/{id}");
+    assert_eq!(send("DELETE", &one, Some(token), None).0, 200);
+    let (code, gone) = send("DELETE", &one, Some(token), None);
+    assert_eq!(code, 404, "{gone}");
+    run.signal("TERM");
+    assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
     delete_queue(&queue);
 }

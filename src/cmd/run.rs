@@ -18,6 +18,9 @@ pub struct Args {
 
 pub fn run(s: &Session, a: Args) -> Result<(), CmdError> {
     let models = s.models.load()?;
+    if let Ok(token) = std::env::var("MQWATCH_API_TOKEN") {
+        s.redactor.add(&token);
+    }
     let config = s.config(Some(&a.config))?;
     if config.rabbitmq.is_empty() && config.kafka.is_empty() {
         return Err(CmdError::Usage(format!(

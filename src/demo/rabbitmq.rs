@@ -245,6 +245,7 @@ pub fn demo_config() -> Config {
     c.detectors.alerts.resolve_after_intervals = 3;
     // Any free port: the log says which (a demo must not fail because 9464 is taken).
     c.http.listen = "127.0.0.1:0".into();
+    c.http.silences_file = String::new();
     c
 }
 

@@ -8,9 +8,10 @@
 
 mod api;
 mod metrics;
+mod silences;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use axum::http::StatusCode;
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::link::Link;
+use crate::silence::Silences;
 use crate::status::Board;
 
 /// What the server shows, shared with the run.
@@ -25,6 +27,10 @@ pub struct Served {
     pub board: Arc<Board>,
     /// Every broker connection of the run: ready once one of them was reached.
     pub links: Vec<Arc<Link>>,
+    /// The silences the delivery thread obeys, which the API lists, adds and removes.
+    pub silences: Arc<Mutex<Silences>>,
+    /// The bearer token writes require; without one, writes are refused.
+    pub token: Option<String>,
 }
 
 /// A running server; dropping it (or [`stop`](Server::stop)) shuts it down.
@@ -119,6 +125,14 @@ fn router(served: Arc<Served>) -> axum::Router {
         .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/entities", get(api::entities))
         .route("/api/v1/entities/{id}", get(api::entity))
+        .route(
+            "/api/v1/silences",
+            get(silences::list).post(silences::create),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(silences::remove),
+        )
         .fallback(api::not_found)
         .with_state(served)
 }

@@ -24,7 +24,7 @@ impl Run {
         let path = dir.path().join("live.toml");
         let mut config = config.to_string();
         if !config.contains("[http]") {
-            config.push_str("\n[http]\nlisten = \"127.0.0.1:0\"\n");
+            config.push_str("\n[http]\nlisten = \"127.0.0.1:0\"\nsilences_file = \"\"\n");
         }
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mqwatch"))
