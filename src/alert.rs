@@ -397,6 +397,25 @@ fn round3(x: f64) -> f64 {
     }
 }
 
+/// A label name as Prometheus and Alertmanager take it (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting
+/// with `__`): other characters become `_`, and a name that would still be invalid gets `l_`.
+pub fn prometheus_label_name(k: &str) -> String {
+    let mut s: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) || s.starts_with("__") {
+        s.insert_str(0, "l_");
+    }
+    s
+}
+
 fn episode_id(kind: AlertKind, e: &Entity, started_at: i64) -> String {
     let h = stable_hash(kind.as_str(), e, &started_at.to_le_bytes());
     format!("{}-{h:016x}", kind.as_str())
@@ -501,6 +520,17 @@ mod tests {
             "resolved: consumers are making progress again on payments; the episode lasted 4m 20s"
         );
         assert_eq!(res.context["episode_seconds"], 260.0);
+    }
+
+    #[test]
+    fn label_names_are_made_valid_for_prometheus() {
+        assert_eq!(prometheus_label_name("consumergroup"), "consumergroup");
+        assert_eq!(
+            prometheus_label_name("app.kubernetes/name"),
+            "app_kubernetes_name"
+        );
+        assert_eq!(prometheus_label_name("9lives"), "l_9lives");
+        assert_eq!(prometheus_label_name("__meta"), "l___meta");
     }
 
     #[test]

@@ -38,6 +38,18 @@ pub struct Config {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub kafka: Vec<crate::kafka::KafkaConfig>,
+    /// Alerts to Alertmanagers (`[[alertmanager]]`, or one `[alertmanager]`).
+    #[serde(
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub alertmanager: Vec<crate::sink::http::AlertmanagerConfig>,
+    /// Alerts as JSON POSTs (`[[webhook]]`, or one `[webhook]`).
+    #[serde(
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub webhook: Vec<crate::sink::http::WebhookConfig>,
     /// Alerts on stdout (JSONL) in live mode.
     pub stdout: bool,
     /// The operations surface of a live run: HTTP API, Prometheus metrics, dashboard.
@@ -63,6 +75,17 @@ pub struct HttpConfig {
     pub silences_file: String,
 }
 
+impl HttpConfig {
+    /// Where mqwatch is reached from outside: `external_url`, else the listen address.
+    pub fn external_base(&self) -> String {
+        if self.external_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.external_url.trim_end_matches('/').to_string()
+        }
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
@@ -82,6 +105,8 @@ impl Default for Config {
             overrides: Vec::new(),
             rabbitmq: Vec::new(),
             kafka: Vec::new(),
+            alertmanager: Vec::new(),
+            webhook: Vec::new(),
             stdout: true,
             http: HttpConfig::default(),
             silences: Vec::new(),
@@ -402,9 +427,22 @@ impl Config {
     /// Parses and validates a config. Errors are one line that names the line, the key and the
     /// nearest valid name, and never echo the config's text (a line may carry a password).
     pub fn parse(text: &str) -> Result<Config, Invalid> {
-        const SECTIONS: [&str; 13] = [
-            "engine", "latency", "backlog", "stall", "level", "learned", "alerts", "override",
-            "rabbitmq", "kafka", "stdout", "http", "silence",
+        const SECTIONS: [&str; 15] = [
+            "engine",
+            "latency",
+            "backlog",
+            "stall",
+            "level",
+            "learned",
+            "alerts",
+            "override",
+            "rabbitmq",
+            "kafka",
+            "alertmanager",
+            "webhook",
+            "stdout",
+            "http",
+            "silence",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
@@ -441,6 +479,24 @@ impl Config {
         }
         if !(1..=5).contains(&self.detectors.latency.significant_digits) {
             return Err("latency.significant_digits must be 1 to 5".into());
+        }
+        let http_url = |what: &str, url: &str| {
+            if url.starts_with("http://") || url.starts_with("https://") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what}.url must be an http:// or https:// URL, not {url:?}"
+                ))
+            }
+        };
+        for a in &self.alertmanager {
+            http_url("alertmanager", &a.url)?;
+            if a.resend_interval.is_zero() {
+                return Err("alertmanager.resend_interval must be positive".into());
+            }
+        }
+        for w in &self.webhook {
+            http_url("webhook", &w.url)?;
         }
         for (i, w) in self.silences.iter().enumerate() {
             crate::silence::Window::new(w.clone())
@@ -665,10 +721,12 @@ mod tests {
             "line 3: unknown key `intervall` in [engine] (did you mean `interval`?)"
         );
         assert_eq!(
-            Config::parse("stdout = true\n[stal]\nstall_after = \"1m\"").unwrap_err().0,
+            Config::parse("stdout = true\n[stal]\nstall_after = \"1m\"")
+                .unwrap_err()
+                .0,
             "line 2: unknown section `stal` (did you mean `stall`?); expected one of \
-             engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, stdout, http, \
-             silence"
+             engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, \
+             alertmanager, webhook, stdout, http, silence"
         );
         let e = Config::parse("[latency]\nz_treshold = 3.0").unwrap_err().0;
         assert!(e.starts_with("line 2: unknown key `z_treshold`"), "{e}");

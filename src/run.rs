@@ -189,7 +189,17 @@ fn deliver(
         let mut kept = Vec::new();
         let mut updates = 0;
         let mut gate = Gate::default();
-        for a in alerts {
+        loop {
+            let a = match alerts.recv_timeout(Duration::from_secs(1)) {
+                Ok(a) => a,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    for s in sinks.iter_mut() {
+                        s.tick(Instant::now())?;
+                    }
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
             updates += 1;
             if let Some(shown) = &shown {
                 let silenced_by = shown.silencing(&a);
@@ -200,6 +210,7 @@ fn deliver(
             }
             for s in sinks.iter_mut() {
                 s.send(&a)?;
+                s.tick(Instant::now())?;
             }
             if collect {
                 kept.push(a);

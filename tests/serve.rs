@@ -397,3 +397,201 @@ fn a_silenced_stall_is_listed_but_not_delivered_and_the_silence_survives_a_resta
     assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
     delete_queue(&queue);
 }
+
+/// An Alertmanager of its own on free ports, with clustering off.
+struct Alertmanager {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager (Debian; .ci/services installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        eventually(Duration::from_secs(30), "Alertmanager ready", || {
+            agent()
+                .get(&format!("{url}/-/ready"))
+                .call()
+                .ok()
+                .filter(|r| r.status() == 200)
+        });
+        Alertmanager {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn alertmanager_receives_the_stall_with_a_link_back_and_a_silence_made_there_breaks_nothing() {
+    let queue = unique("serve.am");
+    abandoned_queue(&queue, 4);
+    let am = Alertmanager::start();
+    let extra = format!(
+        "silences_file = \"\"\nexternal_url = \"http://mqwatch.example:9464\"\n[alertmanager]\nurl = \"{}\"\nresend_interval = \"2s\"",
+        am.url
+    );
+    let (run, url) = serve_with(&queue, "2s", &extra);
+    let filter = urlencode(&format!("queue=\"{queue}\""));
+    let alerts_url = format!("{}/api/v2/alerts?filter={filter}", am.url);
+    let alert = eventually(Duration::from_secs(40), "the alert in Alertmanager", || {
+        let (_, v) = get_json(&alerts_url);
+        v.as_array()?.first().cloned()
+    });
+    assert_eq!(alert["labels"]["alertname"], "consumer_stall");
+    assert_eq!(alert["labels"]["queue"], queue.as_str());
+    assert!(alert["annotations"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("no consumers"));
+    let link = alert["generatorURL"].as_str().unwrap();
+    assert!(
+        link.starts_with("http://mqwatch.example:9464/api/v1/alerts/consumer_stall-"),
+        "{link}"
+    );
+    // The link leads to the episode in mqwatch's own API.
+    let id = link.rsplit('/').next().unwrap();
+    let (code, episode) = get_json(&format!("{url}/api/v1/alerts/{id}"));
+    assert_eq!(code, 200, "{episode}");
+    assert_eq!(episode["latest"]["id"], id);
+
+    let silence = serde_json::json!({
+        "matchers": [{"name": "queue", "value": queue, "isRegex": false, "isEqual": true}],
+        "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+        "createdBy": "test", "comment": "maintenance"
+    });
+    let r = agent()
+        .post(&format!("{}/api/v2/silences", am.url))
+        .send_json(silence)
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let suppressed = eventually(
+        Duration::from_secs(30),
+        "Alertmanager to suppress it",
+        || {
+            let (_, v) = get_json(&alerts_url);
+            let a = v.as_array()?.first()?.clone();
+            (a["status"]["state"] == "suppressed").then_some(a)
+        },
+    );
+    let first_update = suppressed["updatedAt"].as_str().unwrap().to_string();
+    // Re-sends carry on (every 2 s), accepted though silenced, and mqwatch stays healthy.
+    let resent = eventually(
+        Duration::from_secs(30),
+        "a re-send after the silence",
+        || {
+            let (_, v) = get_json(&alerts_url);
+            let a = v.as_array()?.first()?.clone();
+            (a["updatedAt"].as_str()? != first_update).then_some(a)
+        },
+    );
+    assert_eq!(resent["status"]["state"], "suppressed");
+    assert_eq!(get(&format!("{url}/healthz")).0, 200);
+    assert!(
+        !run.stderr().contains("refused by the receiver"),
+        "{}",
+        run.stderr()
+    );
+
+    run.signal("TERM");
+    assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
+    delete_queue(&queue);
+}
+
+#[test]
+fn a_webhook_that_fails_at_first_gets_the_alert_once_it_answers_with_the_configured_headers() {
+    use std::sync::{Arc, Mutex};
+    let queue = unique("serve.webhook");
+    abandoned_queue(&queue, 2);
+    // A receiver that answers 503 twice, then takes what it is sent.
+    let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let refusals = Arc::new(std::sync::atomic::AtomicU32::new(2));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (kept, left) = (got.clone(), refusals.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                    let (kept, left) = (kept.clone(), left.clone());
+                    async move {
+                        use std::sync::atomic::Ordering;
+                        if left.load(Ordering::SeqCst) > 0 {
+                            left.fetch_sub(1, Ordering::SeqCst);
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let auth = headers["x-hook-key"].to_str().unwrap().to_string();
+                        kept.lock()
+                            .unwrap()
+                            .push((auth, serde_json::from_str(&body).unwrap()));
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                })
+                .get(|| async { "receiver" }),
+            );
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    let extra = format!(
+        "silences_file = \"\"\n[webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\nheaders = {{ x-hook-key = \"k-123\" }}"
+    );
+    let (run, _) = serve_with(&queue, "2s", &extra);
+    let (key, alert) = eventually(Duration::from_secs(40), "the alert at the webhook", || {
+        got.lock().unwrap().first().cloned()
+    });
+    assert_eq!(
+        refusals.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "it was refused twice first"
+    );
+    assert_eq!(key, "k-123");
+    assert_eq!(alert["kind"], "consumer_stall");
+    assert_eq!(alert["labels"]["queue"], queue.as_str());
+    assert_eq!(alert["state"], "firing");
+    run.signal("TERM");
+    assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
+    delete_queue(&queue);
+}

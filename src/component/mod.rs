@@ -6,6 +6,7 @@
 //! new broker or sink kind is one file here with an `impl Component` for its settings, a field for
 //! those settings in [`Config`], and one line in [`components`].
 
+mod http;
 mod kafka;
 mod rabbitmq;
 mod stdout;
@@ -46,13 +47,26 @@ pub struct BuildError {
 
 /// Every component the config names, in the order their parts start. The one place that lists
 /// the kinds of component.
-pub fn components(config: &Config) -> Vec<&dyn Component> {
-    let mut out: Vec<&dyn Component> = Vec::new();
+pub fn components(config: &Config) -> Vec<Box<dyn Component>> {
+    let mut out: Vec<Box<dyn Component>> = Vec::new();
     if config.stdout {
-        out.push(&stdout::Stdout);
+        out.push(Box::new(stdout::Stdout));
     }
-    out.extend(config.rabbitmq.iter().map(|r| r as &dyn Component));
-    out.extend(config.kafka.iter().map(|k| k as &dyn Component));
+    for r in &config.rabbitmq {
+        out.push(Box::new(r.clone()));
+    }
+    for k in &config.kafka {
+        out.push(Box::new(k.clone()));
+    }
+    for a in &config.alertmanager {
+        out.push(Box::new(http::Alertmanager {
+            config: a.clone(),
+            external_url: config.http.external_base(),
+        }));
+    }
+    for w in &config.webhook {
+        out.push(Box::new(w.clone()));
+    }
     out
 }
 

@@ -102,6 +102,25 @@ pub async fn alerts(State(s): State<Arc<Served>>) -> Json<Value> {
     Json(json!({ "open": open, "resolved": book.resolved }))
 }
 
+/// One episode, open or recently resolved: where an alert's links lead.
+pub async fn alert(
+    State(s): State<Arc<Served>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let book = s.board.alerts();
+    let episode = book
+        .open
+        .get(&id)
+        .or_else(|| book.resolved.iter().find(|e| e.latest.id == id));
+    match episode {
+        Some(e) => Ok(Json(json!(e))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no open or recent episode with id {id:?}"),
+        )),
+    }
+}
+
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

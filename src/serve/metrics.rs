@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::Served;
+use crate::alert::prometheus_label_name;
 use crate::event::ErrorReason;
 use crate::status::{Board, EntityKind, EntityStatus, Status};
 
@@ -374,28 +375,11 @@ fn entity_labels(e: &EntityStatus) -> Labels {
             let name = if k.as_ref() == "__name__" {
                 "metric".to_string()
             } else {
-                label_name(k)
+                prometheus_label_name(k)
             };
             (name, v.to_string())
         })
         .collect()
-}
-
-fn label_name(k: &str) -> String {
-    let mut s: String = k
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) || s.starts_with("__") {
-        s.insert_str(0, "l_");
-    }
-    s
 }
 
 #[cfg(test)]
@@ -411,13 +395,5 @@ mod tests {
             "# HELP a_events_total Events.\n# TYPE a_events_total counter\na_events_total 3\n\
              # HELP a_depth Depth.\n# TYPE a_depth gauge\na_depth{q=\"x\"} 1.0\n"
         );
-    }
-
-    #[test]
-    fn label_names_are_made_valid_for_prometheus() {
-        assert_eq!(label_name("consumergroup"), "consumergroup");
-        assert_eq!(label_name("app.kubernetes/name"), "app_kubernetes_name");
-        assert_eq!(label_name("9lives"), "l_9lives");
-        assert_eq!(label_name("__meta"), "l___meta");
     }
 }

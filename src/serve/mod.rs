@@ -123,6 +123,7 @@ fn router(served: Arc<Served>) -> axum::Router {
         .route("/readyz", get(api::readyz))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/alerts/{id}", get(api::alert))
         .route("/api/v1/entities", get(api::entities))
         .route("/api/v1/entities/{id}", get(api::entity))
         .route(

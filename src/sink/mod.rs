@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::alert::Alert;
 
+pub mod http;
 pub mod kafka;
 pub mod rabbitmq;
 pub mod spool;
@@ -31,6 +32,11 @@ pub trait Sink: Send {
     /// Delivers what is still waiting, trying no later than `deadline`, and returns the alerts
     /// that could not be delivered.
     fn close(&mut self, deadline: Instant) -> Result<Vec<Alert>, SinkError>;
+    /// Called about once a second, alerts or not, for sinks with periodic work (re-sending
+    /// open alerts to Alertmanager).
+    fn tick(&mut self, _now: Instant) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// The broker connection it delivers through, if any.
     fn link(&self) -> Option<std::sync::Arc<crate::link::Link>> {
         None

@@ -28,6 +28,7 @@ pub fn describe(counter: &str) -> Option<(&'static str, &'static str)> {
         "alerts_confirmed" => ("Alerts a broker confirmed", "sink"),
         "alerts_unroutable" => ("Confirmed alerts no bound queue took", "sink"),
         "alerts_undelivered" => ("Alerts not delivered by the shutdown deadline", "sink"),
+        "alerts_rejected" => ("Alerts an HTTP receiver refused for good (a 4xx)", "sink"),
         "sources_stopped" => ("Live sources ended by an unrecoverable error", "source"),
         _ => return None,
     })
@@ -196,6 +197,22 @@ impl InternalEvent for AlertUnroutable<'_> {
             );
         }
         registry().add("alerts_unroutable", self.sink, 1);
+    }
+}
+
+/// `alerts_rejected{sink}`: an HTTP receiver refused an alert with a 4xx that retrying cannot
+/// change; the alert is passed over so that the ones behind it are delivered.
+pub struct AlertRejected<'a> {
+    pub sink: &'a str,
+    pub id: &'a str,
+    pub status: u16,
+    pub reason: &'a str,
+}
+
+impl InternalEvent for AlertRejected<'_> {
+    fn emit(self) {
+        tracing::error!(sink = %self.sink, alert = %self.id, status = self.status, reason = %self.reason, "alert refused by the receiver; passed over");
+        registry().add("alerts_rejected", self.sink, 1);
     }
 }
 
