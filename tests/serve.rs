@@ -595,3 +595,79 @@ fn a_webhook_that_fails_at_first_gets_the_alert_once_it_answers_with_the_configu
     assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
     delete_queue(&queue);
 }
+
+#[test]
+fn the_dashboard_in_headless_chromium_lists_the_stopped_queue_and_its_alert() {
+    let queue = unique("serve.dashboard");
+    abandoned_queue(&queue, 6);
+    let (run, url) = serve(&queue);
+    eventually(Duration::from_secs(30), "the queue's alert", || {
+        let (_, v) = get_json(&format!("{url}/api/v1/alerts"));
+        v["open"]
+            .as_array()?
+            .iter()
+            .find(|e| e["latest"]["labels"]["queue"] == queue.as_str())
+            .cloned()
+    });
+    let (code, page) = get(&format!("{url}/"));
+    assert_eq!(code, 200);
+    for external in ["http://", "https://", "//fonts", "cdn"] {
+        let outside = page.matches(external).count();
+        // The only URL in the page is the SVG namespace, which is never fetched.
+        let allowed = if external == "http://" { 1 } else { 0 };
+        assert_eq!(
+            outside, allowed,
+            "the page refers outside itself: {external}"
+        );
+    }
+
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&out).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let chromium = |extra: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--virtual-time-budget=6000", "--window-size=1280,900"])
+            .args(extra)
+            .arg(format!("{url}/"))
+            .output()
+            .expect("chromium (Debian; .ci/services installs it)")
+    };
+    // The page draws itself from the API after it loads: give it a few tries.
+    let (dom, row) = eventually(Duration::from_secs(60), "the queue's row, plotted", || {
+        let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).to_string();
+        let row = dom
+            .split("<tr ")
+            .find(|r| r.contains(&queue) && r.contains("<polyline"))?;
+        Some((dom.clone(), row.to_string()))
+    });
+    assert!(row.contains("data-status=\"STOP\""), "{row}");
+    assert!(
+        dom.contains("data-kind=\"consumer_stall\""),
+        "the open alert is listed"
+    );
+    assert!(
+        dom.contains(&format!("on queue {queue}")),
+        "with its summary"
+    );
+
+    let shot = out.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[&format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+
+    run.signal("TERM");
+    assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
+    delete_queue(&queue);
+}

@@ -1,6 +1,7 @@
 //! The operations surface of a live run: an HTTP server (axum, on its own small tokio runtime)
 //! that shows what the engine sees now — Prometheus `/metrics`, a JSON API, health and
-//! readiness — read from the [`Board`] the workers and the delivery thread write.
+//! readiness, silences, and a dashboard at `/` — read from the [`Board`] the workers and the
+//! delivery thread write.
 //!
 //! Every answer is JSON (or the Prometheus text format); every error is JSON with a message and
 //! the right status code. Nothing here touches the hot path: a request locks one worker's shard
@@ -118,6 +119,7 @@ impl Drop for Server {
 fn router(served: Arc<Served>) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(metrics::scrape))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -136,6 +138,12 @@ fn router(served: Arc<Served>) -> axum::Router {
         )
         .fallback(api::not_found)
         .with_state(served)
+}
+
+/// The live dashboard: one page, its styles and script inline (no CDN, no fonts to fetch),
+/// drawn from the JSON API and refreshed every few seconds.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 /// An error as the API answers it: a status code and `{"error": message}`.
