@@ -12,6 +12,7 @@
 //!
 //! Overrides are resolved once, when an entity is first seen, never on the hot path.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -43,20 +44,20 @@ pub struct Config {
         deserialize_with = "one_or_many",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub alertmanager: Vec<crate::sink::http::AlertmanagerConfig>,
+    pub alertmanager: Vec<AlertmanagerConfig>,
     /// Alerts as JSON POSTs (`[[webhook]]`, or one `[webhook]`).
     #[serde(
         deserialize_with = "one_or_many",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub webhook: Vec<crate::sink::http::WebhookConfig>,
+    pub webhook: Vec<WebhookConfig>,
     /// Alerts on stdout (JSONL) in live mode.
     pub stdout: bool,
     /// The operations surface of a live run: HTTP API, Prometheus metrics, dashboard.
     pub http: HttpConfig,
     /// Maintenance windows: `[[silence]]` tables, alerts they match are not delivered.
     #[serde(rename = "silence", skip_serializing_if = "Vec::is_empty")]
-    pub silences: Vec<crate::silence::WindowConfig>,
+    pub silences: Vec<WindowConfig>,
 }
 
 /// `[http]`: where `mqwatch run` serves its API, `/metrics` and dashboard.
@@ -73,6 +74,125 @@ pub struct HttpConfig {
     pub external_url: String,
     /// Where silences made through the API are kept across restarts; "" keeps them in memory.
     pub silences_file: String,
+}
+
+/// `[[webhook]]`: every alert update as a JSON POST.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Extra request headers, e.g. `{ Authorization = "Bearer …" }` (values never logged).
+    pub headers: BTreeMap<String, String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub spool_capacity: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(5),
+            spool_capacity: 10_000,
+        }
+    }
+}
+
+/// `[[alertmanager]]`: alerts to an Alertmanager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerConfig {
+    /// Its base URL, e.g. `http://127.0.0.1:9093`.
+    pub url: String,
+    /// How often open alerts are sent again; each firing send is valid for four of these.
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub spool_capacity: usize,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        AlertmanagerConfig {
+            url: "http://127.0.0.1:9093".into(),
+            resend_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+            spool_capacity: 10_000,
+        }
+    }
+}
+
+/// `[[silence]]` in the config: a maintenance window that recurs every day, or on the given
+/// weekdays, from `from` to `to` (UTC, `HH:MM`; a window may run past midnight).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Labels that must be equal, e.g. `{ topic = "payments.settle" }`.
+    #[serde(rename = "match", default)]
+    pub equal: BTreeMap<String, String>,
+    /// Labels that must match a regex (anchored), e.g. `{ queue = "ledger\\..*" }`.
+    #[serde(default)]
+    pub match_regex: BTreeMap<String, String>,
+    pub from: String,
+    pub to: String,
+    /// `mon` … `sun`; empty = every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// When a window is open: minutes of the day (UTC) and a bit per weekday, Monday first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    pub from_min: u32,
+    pub to_min: u32,
+    pub days: u8,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn minute_of_day(field: &str, text: &str) -> Result<u32, String> {
+    let bad = || format!("{field}: {text:?} is not a time of day (HH:MM, UTC)");
+    let (h, m) = text.split_once(':').ok_or_else(bad)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+impl WindowConfig {
+    /// Its times and days, checked; the matchers are checked when the window is built.
+    pub fn schedule(&self) -> Result<Schedule, String> {
+        let from_min = minute_of_day("from", &self.from)?;
+        let to_min = minute_of_day("to", &self.to)?;
+        if from_min == to_min {
+            return Err("from and to are the same time: an empty window".into());
+        }
+        let mut days = 0u8;
+        for d in &self.days {
+            let i = DAYS
+                .iter()
+                .position(|x| x.eq_ignore_ascii_case(d))
+                .ok_or_else(|| format!("days: {d:?} is not one of {DAYS:?}"))?;
+            days |= 1 << i;
+        }
+        if self.equal.is_empty() && self.match_regex.is_empty() {
+            return Err("a window needs `match` or `match_regex` (a window over everything is a mute button)".into());
+        }
+        for (k, v) in &self.match_regex {
+            regex::Regex::new(&format!("^(?:{v})$"))
+                .map_err(|e| format!("match_regex.{k}: bad regex {v:?}: {e}"))?;
+        }
+        Ok(Schedule {
+            from_min,
+            to_min,
+            days: if days == 0 { 0x7f } else { days },
+        })
+    }
 }
 
 impl HttpConfig {
@@ -499,7 +619,7 @@ impl Config {
             http_url("webhook", &w.url)?;
         }
         for (i, w) in self.silences.iter().enumerate() {
-            crate::silence::Window::new(w.clone())
+            w.schedule()
                 .map_err(|e| format!("silence #{}: {e}", i + 1))?;
         }
         for (i, o) in self.overrides.iter().enumerate() {

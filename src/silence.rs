@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::alert::{Alert, AlertState};
+pub use crate::config::WindowConfig;
 
 /// One label matcher, as Alertmanager writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,26 +222,6 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// `[[silence]]` in the config: a maintenance window that recurs every day, or on the given
-/// weekdays, from `from` to `to` (UTC, `HH:MM`; a window may run past midnight).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WindowConfig {
-    /// Labels that must be equal, e.g. `{ topic = "payments.settle" }`.
-    #[serde(rename = "match", default)]
-    pub equal: BTreeMap<String, String>,
-    /// Labels that must match a regex (anchored), e.g. `{ queue = "ledger\\..*" }`.
-    #[serde(default)]
-    pub match_regex: BTreeMap<String, String>,
-    pub from: String,
-    pub to: String,
-    /// `mon` … `sun`; empty = every day.
-    #[serde(default)]
-    pub days: Vec<String>,
-    #[serde(default)]
-    pub comment: String,
-}
-
 /// A window ready to match.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -250,22 +231,6 @@ pub struct Window {
     to_min: u32,
     /// Bit per weekday, Monday first.
     days: u8,
-}
-
-const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
-fn minute_of_day(field: &str, text: &str) -> Result<u32, SilenceError> {
-    let bad = || {
-        SilenceError(format!(
-            "{field}: {text:?} is not a time of day (HH:MM, UTC)"
-        ))
-    };
-    let (h, m) = text.split_once(':').ok_or_else(bad)?;
-    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if h > 23 || m > 59 {
-        return Err(bad());
-    }
-    Ok(h * 60 + m)
 }
 
 impl Window {
@@ -286,26 +251,12 @@ impl Window {
             is_regex: true,
             is_equal: true,
         }));
-        let from_min = minute_of_day("from", &config.from)?;
-        let to_min = minute_of_day("to", &config.to)?;
-        if from_min == to_min {
-            return Err(SilenceError(
-                "from and to are the same time: an empty window".into(),
-            ));
-        }
-        let mut days = 0u8;
-        for d in &config.days {
-            let i = DAYS
-                .iter()
-                .position(|x| x.eq_ignore_ascii_case(d))
-                .ok_or_else(|| SilenceError(format!("days: {d:?} is not one of {DAYS:?}")))?;
-            days |= 1 << i;
-        }
+        let schedule = config.schedule().map_err(SilenceError)?;
         Ok(Window {
             matchers: compile_matchers(&matchers)?,
-            from_min,
-            to_min,
-            days: if days == 0 { 0x7f } else { days },
+            from_min: schedule.from_min,
+            to_min: schedule.to_min,
+            days: schedule.days,
             config,
         })
     }

@@ -350,10 +350,11 @@ impl Drop for Subscriber {
 
 /// The engine watching `kafka`, with alerts to its topic, running until `stop`.
 pub fn start_engine(
-    mut config: Config,
+    config: Config,
     kafka: KafkaConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, BrokerError> {
+    let mut config = super::rabbitmq::embedded(config);
     config.kafka = vec![kafka];
     config.stdout = false;
     Ok(std::thread::spawn(move || {

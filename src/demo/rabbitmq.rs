@@ -222,10 +222,11 @@ pub async fn subscribe(
 
 /// The engine watching `rabbit`, with alerts to its exchange, running until `stop`.
 pub fn start_engine(
-    mut config: Config,
+    config: Config,
     rabbit: RabbitConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, BrokerError> {
+    let mut config = embedded(config);
     config.rabbitmq = vec![rabbit];
     config.stdout = false;
     Ok(std::thread::spawn(move || {
@@ -243,10 +244,15 @@ pub fn demo_config() -> Config {
     c.engine.lateness = Duration::from_secs(2);
     c.detectors.stall.no_consumers_after = Duration::from_secs(10);
     c.detectors.alerts.resolve_after_intervals = 3;
-    // Any free port: the log says which (a demo must not fail because 9464 is taken).
-    c.http.listen = "127.0.0.1:0".into();
-    c.http.silences_file = String::new();
     c
+}
+
+/// An engine embedded in a demo or a test serves HTTP on any free port (the log says which:
+/// several may run at once, and 9464 may be taken) and keeps its silences in memory.
+pub fn embedded(mut config: Config) -> Config {
+    config.http.listen = "127.0.0.1:0".into();
+    config.http.silences_file = String::new();
+    config
 }
 
 /// The live demo: a `risk.scoring` queue at a steady rate, then its consumers cancelled, then

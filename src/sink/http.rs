@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -17,57 +16,10 @@ use time::OffsetDateTime;
 use super::spool::{Publisher, SpoolSink};
 use super::{Sink, SinkError};
 use crate::alert::{prometheus_label_name, Alert, AlertState};
+pub use crate::config::{AlertmanagerConfig, WebhookConfig};
 use crate::link::BrokerError;
 use crate::telemetry::emit;
 use crate::telemetry::events::AlertRejected;
-
-/// `[[webhook]]`: every alert update as a JSON POST.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhookConfig {
-    pub url: String,
-    /// Extra request headers, e.g. `{ Authorization = "Bearer …" }` (values never logged).
-    pub headers: BTreeMap<String, String>,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    pub spool_capacity: usize,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            url: String::new(),
-            headers: BTreeMap::new(),
-            timeout: Duration::from_secs(5),
-            spool_capacity: 10_000,
-        }
-    }
-}
-
-/// `[[alertmanager]]`: alerts to an Alertmanager.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertmanagerConfig {
-    /// Its base URL, e.g. `http://127.0.0.1:9093`.
-    pub url: String,
-    /// How often open alerts are sent again; each firing send is valid for four of these.
-    #[serde(with = "humantime_serde")]
-    pub resend_interval: Duration,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    pub spool_capacity: usize,
-}
-
-impl Default for AlertmanagerConfig {
-    fn default() -> Self {
-        AlertmanagerConfig {
-            url: "http://127.0.0.1:9093".into(),
-            resend_interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(5),
-            spool_capacity: 10_000,
-        }
-    }
-}
 
 fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
