@@ -195,6 +195,9 @@ fn deliver(
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     for s in sinks.iter_mut() {
                         s.tick(Instant::now())?;
+                        if let (Some(shown), Some(n)) = (&shown, s.waiting()) {
+                            shown.board.set_waiting(s.name(), n);
+                        }
                     }
                     continue;
                 }

@@ -35,6 +35,8 @@ pub struct Board {
     pub warmup_intervals: u64,
     /// Which learned model classes are loaded.
     pub models: Vec<&'static str>,
+    /// Alerts waiting in each spooled sink, by sink name, as of the delivery thread's last look.
+    sinks: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Board {
@@ -45,7 +47,24 @@ impl Board {
             inputs: Mutex::default(),
             warmup_intervals,
             models,
+            sinks: Mutex::default(),
         })
+    }
+
+    /// Records how many alerts wait in a sink's spool.
+    pub fn set_waiting(&self, sink: &str, n: u64) {
+        let mut sinks = lock(&self.sinks);
+        match sinks.get_mut(sink) {
+            Some(v) => *v = n,
+            None => {
+                sinks.insert(sink.to_string(), n);
+            }
+        }
+    }
+
+    /// Alerts waiting per spooled sink.
+    pub fn waiting(&self) -> BTreeMap<String, u64> {
+        lock(&self.sinks).clone()
     }
 
     /// The shard of worker `i`, for it to write.

@@ -251,7 +251,13 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_the_queue_depth_and_statu
 
     let text = eventually(Duration::from_secs(30), "the queue's metrics", || {
         let (code, body) = get(&format!("{url}/metrics"));
-        (code == 200 && body.contains("mqwatch_rabbitmq_queue_ready{cluster=")).then_some(body)
+        let all = [
+            "mqwatch_rabbitmq_queue_ready{cluster=",
+            "mqwatch_polls_total{source=\"rabbitmq poller",
+            "mqwatch_poll_duration_seconds_total{source=\"rabbitmq poller",
+            "mqwatch_sink_spooled_alerts{sink=\"rabbitmq alert exchange",
+        ];
+        (code == 200 && all.iter().all(|m| body.contains(m))).then_some(body)
     });
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

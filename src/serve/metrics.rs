@@ -206,6 +206,15 @@ fn engine(m: &mut Metrics, board: &Board) {
             .inc_by(*n);
     }
     edges(m);
+    let spooled = m.gauge(
+        "sink_spooled_alerts",
+        "Alerts waiting in a sink's spool for the receiver's confirmation",
+    );
+    for (sink, n) in board.waiting() {
+        spooled
+            .get_or_create(&labels(&[("sink", &sink)]))
+            .set(n as f64);
+    }
     models(m, board);
 }
 
@@ -219,8 +228,21 @@ fn edges(m: &mut Metrics) {
         let Some((help, label)) = crate::telemetry::describe(name) else {
             continue;
         };
+        let counts = snapshot.iter().filter(|(n, _, _)| *n == name);
+        // Durations are counted in microseconds and shown in seconds.
+        if let Some(base) = name.strip_suffix("_us") {
+            let family = Family::<Labels, Counter<f64, AtomicU64>>::default();
+            m.registry
+                .register(format!("{base}_seconds"), help, family.clone());
+            for (_, value, n) in counts {
+                family
+                    .get_or_create(&labels(&[(label, value)]))
+                    .inc_by(*n as f64 / 1e6);
+            }
+            continue;
+        }
         let family = m.counter(name, help);
-        for (_, value, n) in snapshot.iter().filter(|(n, _, _)| *n == name) {
+        for (_, value, n) in counts {
             family.get_or_create(&labels(&[(label, value)])).inc_by(*n);
         }
     }

@@ -261,6 +261,10 @@ impl Sink for AlertmanagerSink {
         self.inner.link()
     }
 
+    fn waiting(&self) -> Option<u64> {
+        self.inner.waiting()
+    }
+
     fn summary(&self) -> Option<String> {
         self.inner.summary()
     }

@@ -41,6 +41,10 @@ pub trait Sink: Send {
     fn link(&self) -> Option<std::sync::Arc<crate::link::Link>> {
         None
     }
+    /// Alerts waiting in its spool for the receiver's confirmation (spooled sinks).
+    fn waiting(&self) -> Option<u64> {
+        None
+    }
     /// What it delivered, for the run's summary (broker sinks).
     fn summary(&self) -> Option<String> {
         None

@@ -136,6 +136,10 @@ impl Sink for SpoolSink {
             .map_err(|_| self.closed())
     }
 
+    fn waiting(&self) -> Option<u64> {
+        Some(self.spooled())
+    }
+
     fn link(&self) -> Option<Arc<Link>> {
         Some(self.link.clone())
     }

@@ -33,7 +33,7 @@ use crate::kafka::{create_topic, redact_error, KafkaConfig};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 use crate::telemetry::emit;
-use crate::telemetry::events::{DeadLettered, OffsetsUnreadable};
+use crate::telemetry::events::{DeadLettered, OffsetsUnreadable, Polled};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages applied between two commits (at most; an idle moment commits too).
@@ -305,7 +305,12 @@ impl LiveSource for LagPoller {
         while !stop.load(Ordering::Relaxed) {
             let started = std::time::Instant::now();
             let ts = now_ms();
-            match self.poll(ts, ingest) {
+            let polled = self.poll(ts, ingest);
+            emit(Polled {
+                source: self.link.name(),
+                took: started.elapsed(),
+            });
+            match polled {
                 Ok(_) => self.link.up(),
                 Err(e) => self.link.down(&e),
             }

@@ -36,7 +36,7 @@ use crate::link::{BrokerError, Link};
 use crate::pipeline::Ingest;
 use crate::rabbitmq::{connect, redact, RabbitConfig};
 use crate::telemetry::emit;
-use crate::telemetry::events::{DeadLettered, PassiveDeclareFailed};
+use crate::telemetry::events::{DeadLettered, PassiveDeclareFailed, Polled};
 
 /// Deliveries acknowledged together, once applied.
 const ACK_EVERY: usize = 256;
@@ -385,7 +385,13 @@ impl LiveSource for QueuePoller {
             loop {
                 tick.tick().await;
                 let ts = now_ms();
-                match self.poll(ts, ingest).await {
+                let started = std::time::Instant::now();
+                let polled = self.poll(ts, ingest).await;
+                emit(Polled {
+                    source: self.link.name(),
+                    took: started.elapsed(),
+                });
+                match polled {
                     Ok(_) => self.link.up(),
                     Err(e) => self.link.down(&e),
                 }

@@ -30,6 +30,8 @@ pub fn describe(counter: &str) -> Option<(&'static str, &'static str)> {
         "alerts_undelivered" => ("Alerts not delivered by the shutdown deadline", "sink"),
         "alerts_rejected" => ("Alerts an HTTP receiver refused for good (a 4xx)", "sink"),
         "sources_stopped" => ("Live sources ended by an unrecoverable error", "source"),
+        "polls" => ("Polls of a broker's state (offsets, queues)", "source"),
+        "poll_duration_us" => ("Time spent polling a broker's state", "source"),
         _ => return None,
     })
 }
@@ -197,6 +199,25 @@ impl InternalEvent for AlertUnroutable<'_> {
             );
         }
         registry().add("alerts_unroutable", self.sink, 1);
+    }
+}
+
+/// `polls{source}` and `poll_duration_us{source}`: a poller asked a broker for its state (offsets,
+/// queues), successfully or not, and it took this long. Logged at debug.
+pub struct Polled<'a> {
+    pub source: &'a str,
+    pub took: std::time::Duration,
+}
+
+impl InternalEvent for Polled<'_> {
+    fn emit(self) {
+        tracing::debug!(source = %self.source, seconds = self.took.as_secs_f64(), "polled");
+        registry().add("polls", self.source, 1);
+        registry().add(
+            "poll_duration_us",
+            self.source,
+            self.took.as_micros() as u64,
+        );
     }
 }
 
