@@ -123,6 +123,28 @@ struct Open {
     symptom: Option<Symptom>,
 }
 
+impl Open {
+    /// This episode's alert update at `now`.
+    fn alert(
+        &self,
+        state: AlertState,
+        now: i64,
+        resolved_at: Option<i64>,
+        entity: &Entity,
+    ) -> Alert {
+        build(
+            &self.id,
+            state,
+            now,
+            self.started_at,
+            resolved_at,
+            entity,
+            &self.last,
+            self.symptom.as_ref(),
+        )
+    }
+}
+
 /// The lifecycle of one (entity, detector) pair's episodes.
 #[derive(Debug, Clone)]
 pub struct AlertTrack {
@@ -177,18 +199,7 @@ impl AlertTrack {
                 f.severity = f.severity.max(open.last.severity);
                 let changed = f.severity != open.last.severity || f.detail != open.last.detail;
                 open.last = f;
-                changed.then(|| {
-                    build(
-                        &open.id,
-                        AlertState::Firing,
-                        now,
-                        open.started_at,
-                        None,
-                        entity,
-                        &open.last,
-                        open.symptom.as_ref(),
-                    )
-                })
+                changed.then(|| open.alert(AlertState::Firing, now, None, entity))
             }
             (None, Some(_)) => {
                 if self.clean == 0 {
@@ -200,16 +211,7 @@ impl AlertTrack {
                 }
                 let open = self.open.take()?;
                 self.clean = 0;
-                Some(build(
-                    &open.id,
-                    AlertState::Resolved,
-                    now,
-                    open.started_at,
-                    Some(self.first_clean_at),
-                    entity,
-                    &open.last,
-                    open.symptom.as_ref(),
-                ))
+                Some(open.alert(AlertState::Resolved, now, Some(self.first_clean_at), entity))
             }
             (None, None) => None,
         }
@@ -229,16 +231,7 @@ impl AlertTrack {
             }
             None => {
                 open.symptom = Some(symptom);
-                Some(build(
-                    &open.id,
-                    AlertState::Firing,
-                    now,
-                    open.started_at,
-                    None,
-                    entity,
-                    &open.last,
-                    open.symptom.as_ref(),
-                ))
+                Some(open.alert(AlertState::Firing, now, None, entity))
             }
         }
     }
