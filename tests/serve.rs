@@ -162,6 +162,19 @@ fn the_api_shows_an_abandoned_queue_as_stopped_with_its_open_alert_and_answers_e
         missing["error"].as_str().unwrap().contains("no entity"),
         "{missing}"
     );
+    let mut wrong = agent()
+        .post(&format!("{url}/api/v1/status"))
+        .send_json(serde_json::json!({}))
+        .unwrap();
+    assert_eq!(wrong.status(), 405);
+    let body: Value = serde_json::from_str(&wrong.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not take POST"),
+        "{body}"
+    );
     let (code, nowhere) = get_json(&format!("{url}/api/v2/everything"));
     assert_eq!(code, 404);
     assert!(nowhere["error"]

@@ -381,7 +381,12 @@ pub fn demo(bootstrap: &str) -> Result<(), BrokerError> {
     let work = KafkaWorkload::start(bootstrap, topic, 6, "auth-service", 60)?;
     say("workload: 60 msg/s into payments.authorize (6 partitions), group auth-service committing every second");
     let stop = Arc::new(AtomicBool::new(false));
-    let engine = start_engine(super::rabbitmq::demo_config(), kafka.clone(), stop.clone())?;
+    let config = super::rabbitmq::embedded(super::rabbitmq::demo_config());
+    say(&format!(
+        "dashboard, API and /metrics on {}/",
+        config.http.external_base()
+    ));
+    let engine = start_engine(config, kafka.clone(), stop.clone())?;
     let sub = Subscriber::start(
         bootstrap,
         &kafka.alerts_topic,

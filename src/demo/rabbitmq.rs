@@ -247,10 +247,13 @@ pub fn demo_config() -> Config {
     c
 }
 
-/// An engine embedded in a demo or a test serves HTTP on any free port (the log says which:
-/// several may run at once, and 9464 may be taken) and keeps its silences in memory.
+/// An engine embedded in a demo or a test serves HTTP on a free port, unless its config names
+/// one (several may run at once, and 9464 may be taken), and keeps its silences in memory.
 pub fn embedded(mut config: Config) -> Config {
-    config.http.listen = "127.0.0.1:0".into();
+    if config.http.listen == crate::config::HttpConfig::default().listen {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+        config.http.listen = free.map_or("127.0.0.1:0".into(), |a| a.to_string());
+    }
     config.http.silences_file = String::new();
     config
 }
@@ -284,7 +287,12 @@ pub fn demo(uri: &str, management_url: &str) -> Result<(), BrokerError> {
         work.add_consumers(3, ConsumerMode::Ack, 20).await?;
         say("workload: 50 msg/s into risk.scoring, 3 consumers acking");
         let stop = Arc::new(AtomicBool::new(false));
-        let engine = start_engine(demo_config(), rabbit, stop.clone())?;
+        let config = embedded(demo_config());
+        say(&format!(
+            "dashboard, API and /metrics on {}/",
+            config.http.external_base()
+        ));
+        let engine = start_engine(config, rabbit, stop.clone())?;
         say("mqwatch polling the management API every 2 s");
         tokio::time::sleep(Duration::from_secs(30)).await;
         say("steady traffic for 30 s; now cancelling every consumer");

@@ -137,6 +137,7 @@ fn router(served: Arc<Served>) -> axum::Router {
             axum::routing::delete(silences::remove),
         )
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(served)
 }
 
