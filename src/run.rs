@@ -263,6 +263,10 @@ pub fn live(
     stop: Arc<AtomicBool>,
 ) -> Result<LiveReport, RunError> {
     let started = Instant::now();
+    let http = &config.http.listen;
+    // What can fail without a broker fails before any broker connection is made.
+    let bound = (!http.is_empty()).then(|| Server::bind(http)).transpose()?;
+    let silences = Arc::new(Mutex::new(load_silences(&config)?));
     let Parts { sources, sinks } = crate::component::build_all(&config)?;
     let startup = config.engine.startup_timeout;
     let links: Vec<Arc<Link>> = sources
@@ -270,7 +274,7 @@ pub fn live(
         .map(|s| s.link())
         .chain(sinks.iter().filter_map(|s| s.link()))
         .collect();
-    let board = (!config.http.listen.is_empty()).then(|| {
+    let board = bound.is_some().then(|| {
         let classes = EntityClass::ALL
             .into_iter()
             .filter(|c| models.as_ref().is_some_and(|m| m.get(*c).is_some()))
@@ -278,18 +282,17 @@ pub fn live(
             .collect();
         Board::new(config.engine.worker_count(), WARMUP_INTERVALS, classes)
     });
-    let silences = Arc::new(Mutex::new(load_silences(&config)?));
-    let server = match &board {
-        Some(b) => {
+    let server = match (bound, &board) {
+        (Some(bound), Some(b)) => {
             let served = Served {
                 board: b.clone(),
                 links: links.clone(),
                 silences: silences.clone(),
                 token: api_token(&config),
             };
-            Some(Server::start(&config.http.listen, served)?)
+            Some(bound.serve(served)?)
         }
-        None => None,
+        _ => None,
     };
     let learned = Learned {
         models,

@@ -690,3 +690,39 @@ fn the_dashboard_in_headless_chromium_lists_the_stopped_queue_and_its_alert() {
     assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
     delete_queue(&queue);
 }
+
+#[test]
+fn a_taken_port_or_a_corrupt_silences_file_fails_the_run_at_once_with_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("silences.json");
+    std::fs::write(&corrupt, "[{\"id\": 1").unwrap();
+    let cases = [
+        (
+            format!("listen = \"127.0.0.1:{port}\"\nsilences_file = \"\""),
+            format!("cannot serve on 127.0.0.1:{port}"),
+        ),
+        (
+            format!(
+                "listen = \"127.0.0.1:0\"\nsilences_file = \"{}\"",
+                corrupt.display()
+            ),
+            format!("silences file {}", corrupt.display()),
+        ),
+    ];
+    for (http, says) in cases {
+        let config = format!(
+            "[http]\n{http}\n[rabbitmq]\nuri = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\ninclude = [\"^nothing-here$\"]\n"
+        );
+        let run = Run::start(&config, &[], &[]);
+        let (code, _, stderr) = run.exit_within(Duration::from_secs(20));
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains(&says), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !stderr.contains("watching"),
+            "failed before any broker was watched: {stderr}"
+        );
+    }
+}

@@ -48,23 +48,43 @@ pub struct ServeError {
     source: std::io::Error,
 }
 
+/// A listening socket not yet served: bound first, so that a taken port fails the run before
+/// any broker connection is made.
+pub struct Bound {
+    listen: String,
+    listener: std::net::TcpListener,
+}
+
 impl Server {
-    /// Binds `listen` (so that a taken port fails the run at once) and serves on a thread of
-    /// its own until stopped.
-    pub fn start(listen: &str, served: Served) -> Result<Server, ServeError> {
+    pub fn bind(listen: &str) -> Result<Bound, ServeError> {
         let fail = |source| ServeError {
             listen: listen.to_string(),
             source,
         };
-        let std_listener = std::net::TcpListener::bind(listen).map_err(fail)?;
-        std_listener.set_nonblocking(true).map_err(fail)?;
-        let addr = std_listener.local_addr().map_err(fail)?;
+        let listener = std::net::TcpListener::bind(listen).map_err(fail)?;
+        listener.set_nonblocking(true).map_err(fail)?;
+        Ok(Bound {
+            listen: listen.to_string(),
+            listener,
+        })
+    }
+}
+
+impl Bound {
+    /// Serves on a thread of its own until stopped.
+    pub fn serve(self, served: Served) -> Result<Server, ServeError> {
+        let fail = |source| ServeError {
+            listen: self.listen.clone(),
+            source,
+        };
+        let addr = self.listener.local_addr().map_err(fail)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(fail)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(Arc::new(served));
+        let std_listener = self.listener;
         let thread = std::thread::Builder::new()
             .name("mqwatch-http".into())
             .spawn(move || {
@@ -95,7 +115,9 @@ impl Server {
             thread: Some(thread),
         })
     }
+}
 
+impl Server {
     pub fn stop(mut self) {
         self.shutdown();
     }
