@@ -262,3 +262,78 @@ impl<E: Display> InternalEvent for SourceStopped<'_, E> {
         registry().add("sources_stopped", self.source, 1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter an edge event bumps has a help text and a label name for `/metrics`.
+    #[test]
+    fn every_edge_counter_is_described_for_metrics() {
+        let l = "described-by-test";
+        emit(BrokerConnected {
+            broker: l,
+            after_failures: 0,
+        });
+        for state in [OutageState::Lost, OutageState::Failed] {
+            emit(BrokerFailed {
+                broker: l,
+                error: "x",
+                state,
+                log: false,
+            });
+        }
+        emit(BrokerRecovered {
+            broker: l,
+            down_for_secs: 1,
+            failures: 1,
+        });
+        emit(DeadLettered {
+            source: l,
+            position: "0",
+            error: "x",
+        });
+        emit(OffsetsUnreadable {
+            group: l,
+            error: "x",
+        });
+        emit(PassiveDeclareFailed {
+            queue: l,
+            error: "x",
+        });
+        emit(AlertsConfirmed { sink: l, count: 1 });
+        emit(AlertUnroutable {
+            sink: l,
+            id: "a",
+            routing_key: "k",
+        });
+        emit(Polled {
+            source: l,
+            took: std::time::Duration::from_millis(3),
+        });
+        emit(AlertRejected {
+            sink: l,
+            id: "a",
+            status: 400,
+            reason: "x",
+        });
+        emit(AlertUndelivered { sink: l, id: "a" });
+        emit(SourceStopped {
+            source: l,
+            error: "x",
+        });
+        let ours: Vec<&str> = registry()
+            .snapshot()
+            .into_iter()
+            .filter(|(_, label, _)| label == l)
+            .map(|(name, _, _)| name)
+            .collect();
+        assert!(ours.len() >= 13, "{ours:?}");
+        for name in ours {
+            assert!(
+                describe(name).is_some(),
+                "{name} is not described for /metrics"
+            );
+        }
+    }
+}
