@@ -1,5 +1,6 @@
-//! Benchmarks: the wire-format parser, the HDR window, and the end-to-end replay of a JSONL file
-//! (read, parse, route, window, detect, alert) in events per second.
+//! Benchmarks: the wire-format parser, the HDR window, the end-to-end replay of a JSONL file
+//! (read, parse, route, window, detect, alert) in events per second, and one `/metrics` scrape
+//! of a large board.
 //!
 //!     cargo bench --bench engine
 //!
@@ -10,10 +11,12 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+use mqwatch::alert::Entity;
 use mqwatch::config::Config;
 use mqwatch::dataset::gen::{generate, GenOptions, DEFAULT_START_MS};
 use mqwatch::event::parse_event;
 use mqwatch::run::{replay, ReplayOptions};
+use mqwatch::status::{Board, EntityKind, EntityStatus, Figures, PartitionStatus, Status};
 use mqwatch::window::LatencyWindow;
 
 const LAG: &str = r#"{"ts":1767225600000,"name":"kafka_consumergroup_lag","labels":{"cluster":"pay-kafka","consumergroup":"auth-service","partition":"3","topic":"payments.authorize"},"value":1532}"#;
@@ -81,5 +84,64 @@ fn replay_file(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, window, replay_file);
+/// A board of 200 groups of 12 partitions, 200 queues and 200 latency streams, each with a
+/// full hour of history: one scrape renders about 8,000 series.
+fn large_board() -> Arc<Board> {
+    let board = Board::new(1, 6, Vec::new());
+    {
+        let mut shard = board.shard(0);
+        for i in 0..200 {
+            let labels =
+                |k: &str, v: String| vec![("cluster".into(), "pay".into()), (k.into(), v.into())];
+            let mut g = EntityStatus::new(
+                EntityKind::KafkaGroup,
+                Entity::new(labels("consumergroup", format!("g{i}")), format!("t/g{i}")),
+            );
+            g.partitions = (0..12)
+                .map(|p| PartitionStatus {
+                    partition: p.to_string().into(),
+                    lag: Some(p as f64),
+                    lag_seconds: Some(1.0),
+                })
+                .collect();
+            let mut q = EntityStatus::new(
+                EntityKind::RabbitmqQueue,
+                Entity::new(labels("queue", format!("q{i}")), format!("queue q{i}")),
+            );
+            let mut l = EntityStatus::new(
+                EntityKind::Latency,
+                Entity::new(labels("topic", format!("t{i}")), format!("t{i}")),
+            );
+            for n in 0..360 {
+                let f = Figures {
+                    backlog: Some(n as f64),
+                    consumers: Some(3.0),
+                    consume_rate: Some(50.0),
+                    unacked: Some(2.0),
+                    p50_ms: Some(20.0),
+                    p99_ms: Some(80.0),
+                    ..Figures::default()
+                };
+                for e in [&mut g, &mut q, &mut l] {
+                    e.record(n * 10_000, true, f, Status::Ok);
+                }
+            }
+            shard.groups.push(g);
+            shard.queues.push(q);
+            shard.latencies.push(l);
+        }
+    }
+    board
+}
+
+fn scrape(c: &mut Criterion) {
+    let board = large_board();
+    let mut g = c.benchmark_group("serve");
+    g.bench_function("metrics_600_entities", |b| {
+        b.iter(|| black_box(mqwatch::serve::metrics_text(&board).len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, window, replay_file, scrape);
 criterion_main!(benches);

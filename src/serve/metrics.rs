@@ -95,6 +95,14 @@ fn to_classic(openmetrics: &str) -> String {
     out
 }
 
+/// The board as `/metrics` shows it to a client that does not ask for OpenMetrics.
+pub fn classic_text(board: &Board) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &registry(board));
+    to_classic(&out)
+}
+
 /// A small builder: one family per metric name, registered on first use.
 struct Metrics {
     registry: Registry,

@@ -11,6 +11,8 @@ mod api;
 mod metrics;
 mod silences;
 
+pub use metrics::classic_text as metrics_text;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
