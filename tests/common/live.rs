@@ -134,3 +134,13 @@ impl Run {
         }
     }
 }
+
+/// A test that fails part-way must not leave its `mqwatch run` behind.
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
