@@ -407,9 +407,14 @@ impl Default for BacklogConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StallConfig {
-    /// A partition whose committed offset has not moved for this long while it has lag is stalled.
+    /// A partition whose committed offset has not moved for this long while it has lag, and while
+    /// the rest of its group has not moved either (as in a rebalance), is stalled.
     #[serde(with = "humantime_serde")]
     pub stall_after: Duration,
+    /// The same for a partition frozen alone while another partition of its group commits: its
+    /// consumer is stuck, and no rebalance explains it.
+    #[serde(with = "humantime_serde")]
+    pub partition_stall_after: Duration,
     /// The same, when group membership changed during the freeze (a rebalance takes its time).
     #[serde(with = "humantime_serde")]
     pub stall_after_rebalance: Duration,
@@ -440,6 +445,7 @@ impl Default for StallConfig {
     fn default() -> Self {
         StallConfig {
             stall_after: Duration::from_secs(45),
+            partition_stall_after: Duration::from_secs(20),
             stall_after_rebalance: Duration::from_secs(120),
             no_members_after: Duration::from_secs(20),
             no_consumers_after: Duration::from_secs(15),

@@ -27,6 +27,9 @@ pub struct PartitionView<'a> {
     /// Time of the newest sample: a freeze is only as long as it has been observed, so a gap in
     /// scraping never looks like a stall.
     pub seen_at: i64,
+    /// Last time the committed offset moved (`i64::MIN` if never): what shows that the group's
+    /// consumers are at work.
+    pub moved_at: i64,
     /// Age of the oldest unconsumed message, where the source measures it.
     pub lag_seconds: Option<f64>,
     /// How long this partition usually stays frozen with lag before it moves, once learned.
@@ -49,18 +52,19 @@ impl GroupStallDetector {
         }
     }
 
-    /// Rule 1 — a partition with lag whose committed offset has been frozen for `stall_after`
-    /// (`stall_after_rebalance` if the membership changed meanwhile), or for `cadence_factor`
-    /// times its learned cadence when that is longer, is stalled. Also used to keep stalled
-    /// partitions out of backlog totals.
-    pub fn partition_stalled(&self, p: &PartitionView, members: &Gauge) -> bool {
+    /// Rule 1 — a partition with lag whose committed offset has been frozen for
+    /// `partition_stall_after` while another partition of the group (`parts`) moved on, else for
+    /// `stall_after` (`stall_after_rebalance` if the membership changed meanwhile), or for
+    /// `cadence_factor` times its learned cadence when that is longer, is stalled. Also used to
+    /// keep stalled partitions out of backlog totals.
+    pub fn partition_stalled(&self, p: &PartitionView, parts: &[PartitionView], members: &Gauge) -> bool {
         // Without committed offsets (seen_at is MIN) nothing can be judged frozen.
         let frozen = p.seen_at.saturating_sub(p.progress_at);
-        p.lag.is_some_and(|l| l > 0.0) && frozen >= self.freeze_limit_ms(p, members)
+        p.lag.is_some_and(|l| l > 0.0) && frozen >= self.freeze_limit_ms(p, parts, members)
     }
 
-    fn freeze_limit_ms(&self, p: &PartitionView, members: &Gauge) -> i64 {
-        let usual = self.usual_freeze_limit_ms(p);
+    fn freeze_limit_ms(&self, p: &PartitionView, parts: &[PartitionView], members: &Gauge) -> i64 {
+        let usual = self.usual_freeze_limit_ms(p, frozen_alone(p, parts));
         // A rebalance takes its time, and a consumer that commits in steps may miss one of them.
         let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
         if rebalanced {
@@ -71,11 +75,17 @@ impl GroupStallDetector {
         }
     }
 
-    /// How long the partition may stay frozen by its own cadence (`unlearned` until learned).
-    fn usual_freeze_limit_ms(&self, p: &PartitionView) -> i64 {
+    /// How long the partition may stay frozen by its own cadence (`unlearned` until learned),
+    /// at least the floor for a partition frozen `alone` or with its whole group.
+    fn usual_freeze_limit_ms(&self, p: &PartitionView, alone: bool) -> i64 {
+        let floor = if alone {
+            self.cfg.partition_stall_after
+        } else {
+            self.cfg.stall_after
+        };
         freeze_limit_ms(
             p.cadence_ms,
-            self.cfg.stall_after.as_millis() as i64,
+            floor.as_millis() as i64,
             self.cfg.cadence_factor,
             self.cfg.stall_after_unlearned.as_millis() as i64,
         )
@@ -105,6 +115,24 @@ impl GroupStallDetector {
                 p.lag.is_some_and(|l| l > 0.0) && frozen >= overdue
             })
     }
+}
+
+/// Whether `p` is frozen alone: another partition of the group committed well after `p` froze
+/// (its consumers are at work, so no rebalance holds `p` back), and `p`'s lag stands out from
+/// theirs (a slow consumer leaves every partition a little behind; a stuck one piles up).
+/// Partitions scraped together share their clock; the margin allows for exporters that stamp
+/// each partition apart.
+fn frozen_alone(p: &PartitionView, parts: &[PartitionView]) -> bool {
+    const MARGIN_MS: i64 = 5_000;
+    let mut moving = parts
+        .iter()
+        .filter(|q| q.moved_at > p.progress_at.saturating_add(MARGIN_MS))
+        .peekable();
+    if moving.peek().is_none() {
+        return false;
+    }
+    let most = moving.filter_map(|q| q.lag).fold(0.0, f64::max);
+    p.lag.is_some_and(|l| l > 2.0 * most)
 }
 
 /// How long a group has had no members, or -1 while it has some (or nobody said).
@@ -143,7 +171,7 @@ impl Detector for GroupStallDetector {
                 if stopped {
                     p.lag.is_some_and(|l| l > 0.0)
                 } else {
-                    self.partition_stalled(p, members)
+                    self.partition_stalled(p, parts, members)
                 }
             })
             .collect();
@@ -396,6 +424,7 @@ mod tests {
             lag: Some(lag),
             progress_at,
             seen_at: NOW,
+            moved_at: progress_at,
             lag_seconds: None,
             cadence_ms: Some(15 * S),
         }
@@ -424,6 +453,31 @@ mod tests {
             f.summary
         );
         assert!(f.context.contains(&("usual_freeze_seconds", 60.0)));
+    }
+
+    #[test]
+    fn a_partition_frozen_while_its_group_commits_is_stalled_sooner_than_a_frozen_group() {
+        let stuck = part("2", 300.0, NOW - 25 * S);
+        let moving = part("3", 10.0, NOW - 5 * S);
+        let judge = |parts: &[PartitionView]| {
+            GroupStallDetector::new(&StallConfig::default()).on_interval(GroupView {
+                group: "risk-engine",
+                partitions: parts,
+                members: &members(3.0, 0),
+            })
+        };
+        let f = judge(&[stuck, moving]).expect("alone for 25 s");
+        assert_eq!(f.detail, vec![("partitions", "2".to_string())]);
+        // The same freeze on every partition at once is what a rebalance looks like.
+        let paused = part("3", 10.0, NOW - 25 * S);
+        assert!(judge(&[stuck, paused]).is_none());
+        let long = part("2", 300.0, NOW - 50 * S);
+        assert!(judge(&[long, part("3", 10.0, NOW - 50 * S)]).is_some());
+        // A slow consumer leaves its moving partitions as far behind as the frozen one.
+        assert!(judge(&[stuck, part("3", 200.0, NOW - 5 * S)]).is_none());
+        // A partition that moved only just after the freeze began may be stamped apart.
+        let stamped_apart = part("3", 10.0, NOW - 22 * S);
+        assert!(judge(&[stuck, stamped_apart]).is_none());
     }
 
     #[test]

@@ -148,6 +148,7 @@ impl KafkaGroup {
                 partition: label,
                 lag,
                 progress_at: p.stall_clock(),
+                moved_at: p.committed.gauge.last.map_or(i64::MIN, |_| p.committed.gauge.changed_at),
                 seen_at: p.committed.gauge.last.map_or(i64::MIN, |s| s.ts),
                 lag_seconds: p.lag_seconds.value(),
                 cadence_ms: p.cadence.typical(),
@@ -156,7 +157,7 @@ impl KafkaGroup {
         let progressing = || {
             views
                 .iter()
-                .filter(|v| !self.stall.detector.partition_stalled(v, &self.members))
+                .filter(|v| !self.stall.detector.partition_stalled(v, &views, &self.members))
         };
         let backlog: f64 = progressing().filter_map(|v| v.lag).sum();
         let time_lag = progressing().filter_map(|v| v.lag_seconds).reduce(f64::max);
