@@ -449,7 +449,7 @@ impl Default for StallConfig {
             stall_after_rebalance: Duration::from_secs(120),
             no_members_after: Duration::from_secs(20),
             no_consumers_after: Duration::from_secs(15),
-            no_acks_after: Duration::from_secs(30),
+            no_acks_after: Duration::from_secs(20),
             critical_after: Duration::from_secs(300),
             cadence_factor: 1.5,
             stall_after_unlearned: Duration::from_secs(180),

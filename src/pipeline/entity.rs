@@ -148,16 +148,23 @@ impl KafkaGroup {
                 partition: label,
                 lag,
                 progress_at: p.stall_clock(),
-                moved_at: p.committed.gauge.last.map_or(i64::MIN, |_| p.committed.gauge.changed_at),
+                moved_at: p
+                    .committed
+                    .gauge
+                    .last
+                    .map_or(i64::MIN, |_| p.committed.gauge.changed_at),
                 seen_at: p.committed.gauge.last.map_or(i64::MIN, |s| s.ts),
                 lag_seconds: p.lag_seconds.value(),
                 cadence_ms: p.cadence.typical(),
             });
         }
         let progressing = || {
-            views
-                .iter()
-                .filter(|v| !self.stall.detector.partition_stalled(v, &views, &self.members))
+            views.iter().filter(|v| {
+                !self
+                    .stall
+                    .detector
+                    .partition_stalled(v, &views, &self.members)
+            })
         };
         let backlog: f64 = progressing().filter_map(|v| v.lag).sum();
         let time_lag = progressing().filter_map(|v| v.lag_seconds).reduce(f64::max);
