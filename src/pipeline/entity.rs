@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use crate::alert::{Alert, Entity, Judged, Symptom};
 use crate::config::DetectorConfig;
 use crate::detect::{
-    BacklogDetector, BacklogInput, Cadence, Finding, GroupStallDetector, GroupView,
+    BacklogDetector, BacklogInput, Cadence, Detector, Finding, GroupStallDetector, GroupView,
     LatencyDetector, LevelDetector, PartitionView, QueueStallDetector, QueueView,
 };
 use crate::learn::{LearnedTrack, Raw};
@@ -396,11 +396,8 @@ impl KafkaGroup {
 
     /// Carries a symptom in the open stall episode, or else the open backlog one.
     pub fn attach_symptom(&mut self, now: i64, symptom: Symptom, out: &mut impl FnMut(Alert)) {
-        if self.stall.is_firing() {
-            self.stall.attach(now, &self.entity, symptom, out);
-        } else {
-            self.backlog.attach(now, &self.entity, symptom, out);
-        }
+        let cause = (&mut self.stall, &mut self.backlog);
+        attach_to_cause(cause, now, &self.entity, symptom, out);
     }
 }
 
@@ -413,11 +410,23 @@ impl RabbitQueue {
 
     /// As for a group: the open stall episode, or else the open backlog one.
     pub fn attach_symptom(&mut self, now: i64, symptom: Symptom, out: &mut impl FnMut(Alert)) {
-        if self.stall.is_firing() {
-            self.stall.attach(now, &self.entity, symptom, out);
-        } else {
-            self.backlog.attach(now, &self.entity, symptom, out);
-        }
+        let cause = (&mut self.stall, &mut self.backlog);
+        attach_to_cause(cause, now, &self.entity, symptom, out);
+    }
+}
+
+/// Carries a consumer's symptom in its open stall episode, or else its open backlog one.
+fn attach_to_cause<S: Detector>(
+    (stall, backlog): (&mut Judged<S>, &mut Judged<BacklogDetector>),
+    now: i64,
+    entity: &Entity,
+    symptom: Symptom,
+    out: &mut impl FnMut(Alert),
+) {
+    if stall.is_firing() {
+        stall.attach(now, entity, symptom, out);
+    } else {
+        backlog.attach(now, entity, symptom, out);
     }
 }
 
