@@ -112,19 +112,20 @@ impl Worker {
             }
         }
         self.count_state();
-        self.stats
-    }
-
-    fn count_state(&mut self) {
-        self.stats.series = self.routes.len() as u64;
-        self.stats.entities =
-            (self.groups.len() + self.queues.len() + self.latencies.len() + self.generics.len())
-                as u64;
         self.stats.histogram_bytes = self
             .latencies
             .iter()
             .map(|l| l.window.memory_bytes() as u64)
             .sum();
+        self.stats
+    }
+
+    /// Counts what the worker holds (and, at the end of the run, the histograms' memory).
+    fn count_state(&mut self) {
+        self.stats.series = self.routes.len() as u64;
+        self.stats.entities =
+            (self.groups.len() + self.queues.len() + self.latencies.len() + self.generics.len())
+                as u64;
     }
 
     /// Shows the interval just closed on the board: every entity's status and figures, and the
