@@ -407,12 +407,17 @@ impl AlertBook {
             severity: a.severity,
             summary: a.summary.clone(),
         };
-        let mut ep = self.open.remove(&a.id).unwrap_or_else(|| Episode {
-            latest: a.clone(),
-            updates: Vec::new(),
-            silenced_by: None,
-        });
-        ep.latest = a.clone();
+        let mut ep = match self.open.remove(&a.id) {
+            Some(mut ep) => {
+                ep.latest.clone_from(a);
+                ep
+            }
+            None => Episode {
+                latest: a.clone(),
+                updates: Vec::new(),
+                silenced_by: None,
+            },
+        };
         if ep.updates.len() == UPDATES_KEPT {
             ep.updates.remove(1);
         }
