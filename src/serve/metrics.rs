@@ -330,13 +330,12 @@ fn derived(m: &mut Metrics, board: &Board) {
         "entity_anomaly_threshold",
         "The score above which the learned model finds an interval abnormal",
     );
-    let now = board
-        .shards()
-        .flat_map(|s| s.entities().map(|e| e.judged_at).max())
-        .max()
-        .unwrap_or(0);
     for shard in board.shards() {
-        for e in shard.entities().filter(|e| now - e.seen_at <= STALE_MS) {
+        // Every entity of a shard is judged at each close: the gap is its own silence.
+        for e in shard
+            .entities()
+            .filter(|e| e.judged_at - e.seen_at <= STALE_MS)
+        {
             let base = entity_labels(e);
             let f = &e.figures;
             let set = |family: &Gauges, v: Option<f64>| {
