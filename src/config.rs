@@ -184,8 +184,7 @@ impl WindowConfig {
             return Err("a window needs `match` or `match_regex` (a window over everything is a mute button)".into());
         }
         for (k, v) in &self.match_regex {
-            regex::Regex::new(&format!("^(?:{v})$"))
-                .map_err(|e| format!("match_regex.{k}: bad regex {v:?}: {e}"))?;
+            anchored_regex(v).map_err(|e| format!("match_regex.{k}: bad regex {v:?}: {e}"))?;
         }
         Ok(Schedule {
             from_min,
@@ -193,6 +192,11 @@ impl WindowConfig {
             days: if days == 0 { 0x7f } else { days },
         })
     }
+}
+
+/// A label regex as Alertmanager reads one: it must match the whole value.
+pub fn anchored_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
 }
 
 impl HttpConfig {

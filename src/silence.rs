@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::alert::{Alert, AlertState};
+use crate::config::anchored_regex;
 pub use crate::config::WindowConfig;
 
 /// One label matcher, as Alertmanager writes it.
@@ -121,8 +122,7 @@ fn compile_matchers(matchers: &[Matcher]) -> Result<Vec<(String, Match, bool)>, 
                 ));
             }
             let how = if m.is_regex {
-                // Anchored, as Alertmanager's are.
-                let re = Regex::new(&format!("^(?:{})$", m.value)).map_err(|e| {
+                let re = anchored_regex(&m.value).map_err(|e| {
                     SilenceError(format!("matcher {}: bad regex {:?}: {e}", m.name, m.value))
                 })?;
                 Match::Regex(re)
