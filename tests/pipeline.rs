@@ -85,8 +85,10 @@ fn stalled_partitions_make_one_group_alert_that_fires_then_resolves() {
     );
     assert_eq!(fire.labels["partitions"], "1,3");
     assert_eq!(fire.labels["consumergroup"], "auth");
+    // Frozen while partitions 0 and 2 commit: a stall after 20 s (22.5 s by their 15 s cadence),
+    // seen at the second frozen scrape.
     assert!(
-        (T0 + 640_000..=T0 + 680_000).contains(&fire.started_at),
+        (T0 + 620_000..=T0 + 650_000).contains(&fire.started_at),
         "fired at +{} s",
         (fire.started_at - T0) / 1000
     );
@@ -94,6 +96,26 @@ fn stalled_partitions_make_one_group_alert_that_fires_then_resolves() {
     assert_eq!(resolve.id, fire.id);
     assert!(resolve.resolved_at.unwrap() >= T0 + 1_200_000);
     assert_eq!(run.alerts.len(), 3, "nothing else fires: {:#?}", run.alerts);
+}
+
+#[test]
+fn a_whole_group_frozen_at_once_gets_the_rebalance_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = ["0", "1", "2", "3"];
+    let f = common::write_lines(dir.path(), "g.jsonl", &group_stream(20, &all, 600, 900));
+    let run = common::replay_collect(Config::default(), &[f]);
+    let fire = run
+        .alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::ConsumerStall)
+        .expect("a stall");
+    assert_eq!(fire.labels["partitions"], "0,1,2,3");
+    // No partition moves on, so this may be a rebalance no scrape saw: 45 s, not 20.
+    assert!(
+        (T0 + 645_000..=T0 + 680_000).contains(&fire.started_at),
+        "fired at +{} s",
+        (fire.started_at - T0) / 1000
+    );
 }
 
 #[test]
