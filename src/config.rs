@@ -359,6 +359,9 @@ pub struct LatencyConfig {
     pub min_ratio: f64,
     /// Consecutive abnormal intervals needed to fire (single outliers never fire).
     pub persistence: usize,
+    /// Consecutive abnormal intervals that fire even when they rise no higher than the stream's
+    /// usual short bumps (a rebalance's half minute of doubled latency is a bump).
+    pub long_persistence: usize,
     /// CUSUM slack and threshold (in z units) for slow drifts.
     pub drift_slack: f64,
     pub drift_threshold: f64,
@@ -376,6 +379,7 @@ impl Default for LatencyConfig {
             z_threshold: 4.0,
             min_ratio: 1.5,
             persistence: 3,
+            long_persistence: 9,
             drift_slack: 1.5,
             drift_threshold: 25.0,
             critical_ratio: 4.0,
@@ -607,8 +611,16 @@ impl Config {
         for k in &self.kafka {
             k.validate()?;
         }
-        if !(1..=5).contains(&self.detectors.latency.significant_digits) {
+        let latency = &self.detectors.latency;
+        if !(1..=5).contains(&latency.significant_digits) {
             return Err("latency.significant_digits must be 1 to 5".into());
+        }
+        if latency.long_persistence < latency.persistence {
+            return Err(format!(
+                "latency.long_persistence ({}) must be at least latency.persistence ({})",
+                latency.long_persistence, latency.persistence
+            )
+            .into());
         }
         let http_url = |what: &str, url: &str| {
             if url.starts_with("http://") || url.starts_with("https://") {
@@ -750,6 +762,15 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.engine.interval, Duration::from_secs(10));
         assert_eq!(c.detectors, DetectorConfig::default());
+    }
+
+    #[test]
+    fn a_bump_may_not_fire_sooner_than_a_spike() {
+        let e = Config::parse("[latency]\npersistence = 4\nlong_persistence = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("latency.long_persistence (3)"), "{e}");
+        assert!(Config::parse("[latency]\npersistence = 4\nlong_persistence = 4").is_ok());
     }
 
     #[test]

@@ -48,6 +48,15 @@ impl Cadence {
     }
 }
 
+impl Cadence {
+    /// The longest of those kept, once enough were seen: for what must not be exceeded by
+    /// anything routine, where one outlier too many matters less than a page.
+    pub fn highest(&self) -> Option<i64> {
+        let n = self.seen.min(KEPT);
+        (n >= MIN_SEEN).then(|| self.lengths[..n].iter().copied().max().unwrap_or(0) as i64)
+    }
+}
+
 /// The longest freeze tolerated: `floor`, or `factor` times the learned cadence when that is
 /// longer. Until a cadence is learned, `unlearned` (at least `floor`).
 pub fn freeze_limit_ms(typical: Option<i64>, floor: i64, factor: f64, unlearned: i64) -> i64 {

@@ -7,9 +7,13 @@
 //! slowly for any single interval to look extreme. Either must also be `min_ratio` above the
 //! baseline. While an episode is open the baseline stops learning, so a long incident cannot
 //! become the new normal.
+//!
+//! Some streams bump: a consumer group that rebalances every quarter of an hour doubles its
+//! messages' latency for half a minute each time, often between two scrapes that could have
+//! shown it. Each stream learns how high its short bumps (abnormal runs too short to fire) rise,
+//! and a spike must rise past that, or last `long_persistence` intervals, longer than a bump does.
 
-use super::Detector;
-use super::{robust_z, AlertKind, Finding, RobustHistory, Severity};
+use super::{robust_z, AlertKind, Cadence, Detector, Finding, RobustHistory, Severity};
 use crate::config::LatencyConfig;
 use crate::window::IntervalQuantiles;
 
@@ -20,6 +24,8 @@ use crate::window::IntervalQuantiles;
 pub const MIN_COUNT: u64 = 3;
 /// A 5% wiggle is never more than one unit of z, however flat the history.
 const MIN_LOG_SCALE: f64 = 0.05;
+/// How far past its usual bumps' height a rise must go to be a spike before `long_persistence`.
+const ABOVE_BUMPS: f64 = 1.25;
 
 #[derive(Debug, Clone)]
 pub struct LatencyDetector {
@@ -27,6 +33,11 @@ pub struct LatencyDetector {
     p50: RobustHistory,
     p99: RobustHistory,
     streak: usize,
+    /// The highest p50 and p99 ratios of the current abnormal run.
+    peak: [f64; 2],
+    /// How high this stream's short bumps rise, for p50 and p99 (ratios, in thousandths): a
+    /// stream's tail may bump high while its median holds steady.
+    bumps: [Cadence; 2],
     cusum: f64,
     active: bool,
 }
@@ -38,9 +49,20 @@ impl LatencyDetector {
             p50: RobustHistory::new(cfg.history_intervals),
             p99: RobustHistory::new(cfg.history_intervals),
             streak: 0,
+            peak: [0.0; 2],
+            bumps: [Cadence::default(); 2],
             cusum: 0.0,
             active: false,
         }
+    }
+
+    /// Whether the current run rose past the stream's usual bumps (in p50 or p99) and
+    /// `min_ratio`, as it must to fire before `long_persistence`.
+    fn above_bumps(&self) -> bool {
+        self.peak.iter().zip(&self.bumps).any(|(peak, bumps)| {
+            let usual = bumps.highest().map_or(0.0, |b| b as f64 / 1000.0);
+            *peak >= self.cfg.min_ratio.max(usual * ABOVE_BUMPS)
+        })
     }
 
     fn learn(&mut self, x50: f64, x99: f64) {
@@ -69,18 +91,41 @@ impl Detector for LatencyDetector {
         };
         let ratio = observed / expected.max(1e-3);
         let abnormal = z >= self.cfg.z_threshold && ratio >= self.cfg.min_ratio;
-        self.streak = if abnormal { self.streak + 1 } else { 0 };
-        self.cusum =
-            (self.cusum + z.min(2.0 * self.cfg.z_threshold) - self.cfg.drift_slack).max(0.0);
+        if abnormal {
+            self.streak += 1;
+            let ratios = [
+                q.p50 / self.p50.median().exp().max(1e-3),
+                q.p99 / self.p99.median().exp().max(1e-3),
+            ];
+            for (peak, r) in self.peak.iter_mut().zip(ratios) {
+                *peak = peak.max(r);
+            }
+        } else {
+            // A rise that ended by itself within `long_persistence` is what this stream does,
+            // even one that fired (a rebalance's, say): an incident lasts longer.
+            if self.streak > 0 && self.streak < self.cfg.long_persistence {
+                for (bumps, peak) in self.bumps.iter_mut().zip(self.peak) {
+                    bumps.observe((peak * 1000.0) as i64);
+                }
+            }
+            self.streak = 0;
+            self.peak = [0.0; 2];
+        }
+        self.cusum = (self.cusum + z.min(self.cfg.z_threshold) - self.cfg.drift_slack).max(0.0);
 
-        let spike = self.streak >= self.cfg.persistence;
+        let spike = self.streak >= self.cfg.long_persistence
+            || (self.streak >= self.cfg.persistence && self.above_bumps());
         let drift = self.cusum >= self.cfg.drift_threshold && ratio >= self.cfg.min_ratio;
         let sustained = self.active
             && z >= self.cfg.z_threshold / 2.0
             && ratio >= 1.0 + (self.cfg.min_ratio - 1.0) / 2.0;
+        let was_active = self.active;
         self.active = spike || drift || sustained;
         if !self.active {
-            self.cusum = self.cusum.min(self.cfg.drift_threshold / 2.0);
+            if was_active {
+                // Over, but the next rise of the same slow trend should not start from nothing.
+                self.cusum = self.cusum.min(self.cfg.drift_threshold / 2.0);
+            }
             self.learn(x50, x99);
             return None;
         }
@@ -178,6 +223,78 @@ mod tests {
         }
         let f = fired_at.expect("drift detected");
         assert!(f < 2.2, "fired only at {f:.2}x");
+    }
+
+    #[test]
+    fn a_stream_that_bumps_learns_its_bumps_and_still_catches_what_rises_past_them() {
+        let mut d = warmed();
+        let cfg = LatencyConfig::default();
+        let doubled = |i| {
+            let s = steady(i);
+            q(s.p50 * 2.2, s.p99 * 2.2)
+        };
+        let mut bump =
+            |d: &mut LatencyDetector, len: usize, at: &dyn Fn(usize) -> IntervalQuantiles| {
+                let fired = (0..len).any(|i| d.on_interval(Some(&at(i))).is_some());
+                for i in 0..30 {
+                    assert!(d.on_interval(Some(&steady(i))).is_none());
+                }
+                fired
+            };
+        // Before it knows the stream, a doubling for four intervals is a spike.
+        assert!(bump(&mut d, 4, &doubled));
+        bump(&mut d, 4, &doubled);
+        bump(&mut d, 2, &doubled);
+        // Three bumps later, the same rise is what this stream does.
+        for _ in 0..5 {
+            assert!(!bump(&mut d, 4, &doubled), "a usual bump fired");
+        }
+        // A rise past its bumps is still a spike after `persistence` intervals...
+        let fivefold = |i| {
+            let s = steady(i);
+            q(s.p50 * 5.0, s.p99 * 5.0)
+        };
+        let mut fired_at = None;
+        for i in 0..cfg.persistence {
+            if d.on_interval(Some(&fivefold(i))).is_some() {
+                fired_at = Some(i + 1);
+                break;
+            }
+        }
+        assert_eq!(fired_at, Some(cfg.persistence));
+        for i in 0..40 {
+            d.on_interval(Some(&steady(i)));
+        }
+        // ...and a usual bump that does not end is one after `long_persistence`.
+        let fired_at = (0..cfg.long_persistence + 1)
+            .position(|i| d.on_interval(Some(&doubled(i))).is_some())
+            .map(|i| i + 1);
+        assert_eq!(fired_at, Some(cfg.long_persistence));
+    }
+
+    #[test]
+    fn a_drift_in_a_noisy_stream_is_found_by_its_sum_before_any_interval_stands_out() {
+        // p50 wanders +-20% from interval to interval: no run of three intervals stands out
+        // until late, but the sum of modest z-scores climbs steadily.
+        let noisy = |i: usize, factor: f64| {
+            let wiggle = 1.0 + 0.2 * (((i * 7919) % 11) as f64 / 5.0 - 1.0);
+            q(40.0 * wiggle * factor, 120.0 * wiggle * factor)
+        };
+        let mut d = LatencyDetector::new(&LatencyConfig::default());
+        for i in 0..360 {
+            assert!(
+                d.on_interval(Some(&noisy(i, 1.0))).is_none(),
+                "interval {i}"
+            );
+        }
+        let found = (0..180).find_map(|i| {
+            let factor = 1.0 + 2.0 * i as f64 / 180.0; // 1x to 3x in half an hour
+            d.on_interval(Some(&noisy(i, factor))).map(|f| (f, factor))
+        });
+        let (f, factor) = found.expect("drift found");
+        assert_eq!(f.detector, "latency_drift");
+        assert!(f.summary.contains("drifting up"), "{}", f.summary);
+        assert!(factor < 2.2, "found only at {factor:.2}x");
     }
 
     #[test]
