@@ -60,10 +60,10 @@ fn assert_floors(scenario: &str, seeds: &[u64], f: Floors) {
 #[test]
 fn unseen_payment_scenarios_meet_the_detection_floors() {
     let floors = Floors {
-        recall: 0.95,
-        first_kind: 0.9,
-        false_per_hour: 0.2,
-        median_delay_s: 60.0,
+        recall: 0.98,
+        first_kind: 0.95,
+        false_per_hour: 0.1,
+        median_delay_s: 45.0,
         trap_alerts: 0,
     };
     assert_floors("payments", &[90_001, 90_002], floors);
@@ -88,7 +88,7 @@ fn unseen_wide_scenarios_meet_the_detection_floors() {
 #[test]
 fn unseen_sparse_scenarios_meet_the_detection_floors() {
     let floors = Floors {
-        recall: 0.85,
+        recall: 0.9,
         first_kind: 0.95,
         false_per_hour: 0.1,
         median_delay_s: 100.0,
@@ -98,12 +98,13 @@ fn unseen_sparse_scenarios_meet_the_detection_floors() {
 }
 
 /// Slow, jittery, lossy scrapes on a restless day (frequent rebalances, broker restarts that
-/// reset counters, bimodal latency). Its false-alert floor is looser than the others': latency
-/// lifted by a rebalance that no scrape caught still pages now and then (see the README).
+/// reset counters, bimodal latency). Its false-alert floor is looser than the others': in its
+/// first quarter hour a stream has not yet shown the bumps its rebalances make, and a rebalance
+/// no scrape caught may still page then (see the README).
 #[test]
 fn unseen_noisy_scenarios_meet_the_detection_floors() {
     let floors = Floors {
-        recall: 0.9,
+        recall: 0.95,
         first_kind: 0.95,
         false_per_hour: 0.5,
         median_delay_s: 90.0,
@@ -113,9 +114,13 @@ fn unseen_noisy_scenarios_meet_the_detection_floors() {
 }
 
 #[test]
-fn quiet_wide_and_sparse_days_raise_no_alert() {
+fn quiet_wide_sparse_and_noisy_days_raise_no_alert() {
     let dir = tempfile::tempdir().unwrap();
-    for (scenario, seed) in [("wide-quiet", 78), ("sparse-quiet", 79)] {
+    for (scenario, seed) in [
+        ("wide-quiet", 78),
+        ("sparse-quiet", 79),
+        ("noisy-quiet", 80),
+    ] {
         let (events, labels) = common::scenario(dir.path(), scenario, 12.0, seed);
         assert!(
             labels.traps.len() >= 10,
