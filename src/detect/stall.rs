@@ -124,7 +124,9 @@ impl GroupStallDetector {
 
 /// Whether `p` is frozen alone: another partition of the group committed well after `p` froze
 /// (its consumers are at work, so no rebalance holds `p` back), and `p`'s lag stands out from
-/// theirs (a slow consumer leaves every partition a little behind; a stuck one piles up).
+/// theirs (a slow consumer leaves every partition a little behind; a stuck one piles up): more
+/// than twice theirs and three standard deviations of a message count, so that at a trickle a
+/// few messages waiting is never enough.
 /// Partitions scraped together share their clock; the margin allows for exporters that stamp
 /// each partition apart.
 fn frozen_alone(p: &PartitionView, parts: &[PartitionView]) -> bool {
@@ -137,7 +139,8 @@ fn frozen_alone(p: &PartitionView, parts: &[PartitionView]) -> bool {
         return false;
     }
     let most = moving.filter_map(|q| q.lag).fold(0.0, f64::max);
-    p.lag.is_some_and(|l| l > 2.0 * most)
+    p.lag
+        .is_some_and(|l| l > 2.0 * most + 3.0 * most.max(1.0).sqrt())
 }
 
 /// How long a group has had no members, or -1 while it has some (or nobody said).
@@ -480,6 +483,10 @@ mod tests {
         assert!(judge(&[long, part("3", 10.0, NOW - 50 * S)]).is_some());
         // A slow consumer leaves its moving partitions as far behind as the frozen one.
         assert!(judge(&[stuck, part("3", 200.0, NOW - 5 * S)]).is_none());
+        // At a trickle, three messages waiting where the others have one is chance.
+        let trickle = part("2", 3.0, NOW - 25 * S);
+        assert!(judge(&[trickle, part("3", 1.0, NOW - 5 * S)]).is_none());
+        assert!(judge(&[part("2", 6.0, NOW - 25 * S), part("3", 1.0, NOW - 5 * S)]).is_some());
         // A partition that moved only just after the freeze began may be stamped apart.
         let stamped_apart = part("3", 10.0, NOW - 22 * S);
         assert!(judge(&[stuck, stamped_apart]).is_none());
