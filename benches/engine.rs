@@ -59,6 +59,7 @@ fn replay_file(c: &mut Criterion) {
         hours: 3.0,
         seed: 3,
         start_ms: DEFAULT_START_MS,
+        scrape_s: None,
     };
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let (_, summary) = generate(&opts, &mut f).unwrap();

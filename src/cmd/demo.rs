@@ -42,6 +42,7 @@ pub fn run(s: &Session, a: Args) -> Result<(), CmdError> {
         hours,
         seed,
         start_ms: DEFAULT_START_MS,
+        scrape_s: None,
     };
     eprintln!(
         "generating {hours} h of payment queue metrics (seed {seed}) in {}",

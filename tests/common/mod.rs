@@ -18,6 +18,7 @@ pub fn scenario(dir: &Path, name: &str, hours: f64, seed: u64) -> (PathBuf, Labe
         hours,
         seed,
         start_ms: DEFAULT_START_MS,
+        scrape_s: None,
     };
     let path = dir.join(format!("{name}-{seed}.jsonl"));
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());

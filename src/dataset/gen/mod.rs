@@ -66,6 +66,9 @@ pub struct GenOptions {
     pub hours: f64,
     pub seed: u64,
     pub start_ms: i64,
+    /// Seconds between scrapes of Kafka and RabbitMQ, instead of the family's own; the world and
+    /// its incidents stay those of the seed.
+    pub scrape_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -89,6 +92,10 @@ pub fn generate(opts: &GenOptions, events: &mut impl Write) -> io::Result<(Label
     })?;
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut world = topology.world(&mut rng);
+    if let Some(every) = opts.scrape_s {
+        world.noise.kafka_scrape_s = every;
+        world.noise.rabbit_scrape_s = every;
+    }
     let secs = (opts.hours * 3600.0).round() as u64;
     let subtle = topology.subtle();
     let (episodes, incidents) =
@@ -173,11 +180,21 @@ mod tests {
     use super::*;
 
     fn gen(scenario: &str, hours: f64, seed: u64) -> (String, LabelFile) {
+        gen_scraped(scenario, hours, seed, None)
+    }
+
+    fn gen_scraped(
+        scenario: &str,
+        hours: f64,
+        seed: u64,
+        scrape_s: Option<f64>,
+    ) -> (String, LabelFile) {
         let opts = GenOptions {
             scenario: scenario.into(),
             hours,
             seed,
             start_ms: DEFAULT_START_MS,
+            scrape_s,
         };
         let mut buf = Vec::new();
         let (labels, summary) = generate(&opts, &mut buf).unwrap();
@@ -192,6 +209,20 @@ mod tests {
         for line in text.lines() {
             crate::event::parse_event(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         }
+    }
+
+    #[test]
+    fn another_scrape_interval_sees_the_same_incidents_more_often() {
+        let members = |text: &str| {
+            text.lines()
+                .filter(|l| l.contains(crate::event::names::KAFKA_MEMBERS))
+                .count()
+        };
+        let (every15, labels15) = gen("payments", 2.0, 5);
+        let (every5, labels5) = gen_scraped("payments", 2.0, 5, Some(5.0));
+        assert_eq!(labels15.incidents, labels5.incidents);
+        let ratio = members(&every5) as f64 / members(&every15) as f64;
+        assert!((2.8..3.2).contains(&ratio), "{ratio}");
     }
 
     #[test]
@@ -305,6 +336,7 @@ mod tests {
             hours: 1.0,
             seed: 1,
             start_ms: DEFAULT_START_MS,
+            scrape_s: None,
         };
         assert!(generate(&opts, &mut Vec::new()).is_err());
     }
