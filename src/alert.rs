@@ -43,6 +43,30 @@ pub struct Alert {
     pub context: BTreeMap<String, f64>,
 }
 
+#[cfg(test)]
+impl Alert {
+    /// A firing stall on queue `ledger`, for tests to vary with `..Alert::example()`.
+    pub(crate) fn example() -> Alert {
+        Alert {
+            id: "consumer_stall-1".into(),
+            state: AlertState::Firing,
+            kind: AlertKind::ConsumerStall,
+            severity: Severity::Critical,
+            labels: [("queue".to_string(), "ledger".to_string())].into(),
+            ts: 1_795_000_100_000,
+            started_at: 1_795_000_000_000,
+            resolved_at: None,
+            metric: "ready".into(),
+            observed: 40.0,
+            expected: 0.0,
+            score: 3.0,
+            detector: "no_consumers".into(),
+            summary: "no consumers for 2m on queue ledger".into(),
+            context: [("ready_messages".to_string(), 40.0)].into(),
+        }
+    }
+}
+
 impl Alert {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("alerts always serialise")

@@ -394,24 +394,13 @@ mod tests {
 
     fn alert(labels: &[(&str, &str)]) -> Alert {
         Alert {
-            id: "a".into(),
-            state: AlertState::Firing,
             kind: AlertKind::BacklogGrowth,
             severity: Severity::Warning,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            ts: 0,
-            started_at: 0,
-            resolved_at: None,
-            metric: "lag".into(),
-            observed: 1.0,
-            expected: 0.0,
-            score: 1.0,
-            detector: "backlog_trend".into(),
-            summary: String::new(),
-            context: BTreeMap::new(),
+            ..Alert::example()
         }
     }
 

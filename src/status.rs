@@ -448,19 +448,10 @@ mod tests {
         Alert {
             id: id.into(),
             state,
-            kind: AlertKind::ConsumerStall,
             severity: Severity::Warning,
-            labels: BTreeMap::new(),
             ts,
-            started_at: 0,
-            resolved_at: None,
-            metric: "lag".into(),
-            observed: 1.0,
-            expected: 0.0,
-            score: 1.0,
-            detector: "partition_stalled".into(),
             summary: format!("update at {ts}"),
-            context: BTreeMap::new(),
+            ..Alert::example()
         }
     }
 

@@ -233,7 +233,7 @@ mod tests {
             let s = steady(i);
             q(s.p50 * 2.2, s.p99 * 2.2)
         };
-        let mut bump =
+        let bump =
             |d: &mut LatencyDetector, len: usize, at: &dyn Fn(usize) -> IntervalQuantiles| {
                 let fired = (0..len).any(|i| d.on_interval(Some(&at(i))).is_some());
                 for i in 0..30 {

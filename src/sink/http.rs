@@ -273,29 +273,17 @@ impl Sink for AlertmanagerSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{AlertKind, Severity};
 
     fn alert(state: AlertState) -> Alert {
         Alert {
-            id: "consumer_stall-1".into(),
             state,
-            kind: AlertKind::ConsumerStall,
-            severity: Severity::Critical,
             labels: [
                 ("queue".to_string(), "ledger".to_string()),
                 ("app.name".to_string(), "x".to_string()),
             ]
             .into(),
-            ts: 1_795_000_100_000,
-            started_at: 1_795_000_000_000,
             resolved_at: (state == AlertState::Resolved).then_some(1_795_000_090_000),
-            metric: "ready".into(),
-            observed: 40.0,
-            expected: 0.0,
-            score: 3.0,
-            detector: "no_consumers".into(),
-            summary: "no consumers for 2m on queue ledger".into(),
-            context: [("ready_messages".to_string(), 40.0)].into(),
+            ..Alert::example()
         }
     }
 

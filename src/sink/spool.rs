@@ -381,12 +381,12 @@ mod tests {
     }
 
     fn alert(i: usize) -> Alert {
-        serde_json::from_value(serde_json::json!({
-            "id": format!("a{i}"), "state": "firing", "kind": "latency", "severity": "warning",
-            "labels": {}, "ts": i, "started_at": i, "resolved_at": null, "metric": "p99",
-            "observed": 1.0, "expected": 1.0, "score": 1.0, "detector": "d", "summary": "s"
-        }))
-        .unwrap()
+        Alert {
+            id: format!("a{i}"),
+            ts: i as i64,
+            started_at: i as i64,
+            ..Alert::example()
+        }
     }
 
     #[test]
