@@ -56,8 +56,25 @@ pub struct EvalReport {
     pub max_delay_s: Option<f64>,
     /// False episodes that started on a trap's entity during it, by trap name.
     pub trap_alerts: BTreeMap<String, usize>,
+    /// Median detection delay of each incident name (or kind), with how many were found.
+    pub delay_by_incident: BTreeMap<String, NameDelay>,
     pub per_incident: Vec<IncidentResult>,
     pub false_alerts: Vec<Episode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NameDelay {
+    pub found: usize,
+    pub median_delay_s: Option<f64>,
+}
+
+/// What an incident is called in reports: its name, or else its kind.
+fn incident_name(i: &Incident) -> &str {
+    if i.name.is_empty() {
+        i.kind.as_str()
+    } else {
+        &i.name
+    }
 }
 
 /// Episodes in order of start, from any stream of alert updates.
@@ -127,6 +144,26 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
     };
     let mut delays: Vec<f64> = per_incident.iter().filter_map(|r| r.delay_s).collect();
     delays.sort_by(f64::total_cmp);
+    let mut by_name: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in &per_incident {
+        if let Some(d) = r.delay_s {
+            by_name
+                .entry(incident_name(&r.incident).into())
+                .or_default()
+                .push(d);
+        }
+    }
+    let delay_by_incident = by_name
+        .into_iter()
+        .map(|(name, mut d)| {
+            d.sort_by(f64::total_cmp);
+            let summary = NameDelay {
+                found: d.len(),
+                median_delay_s: median(&d),
+            };
+            (name, summary)
+        })
+        .collect();
     let hours = (span_ms.1 - span_ms.0).max(1) as f64 / 3_600_000.0;
     let n = labels.incidents.len();
     EvalReport {
@@ -145,6 +182,7 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
         median_delay_s: median(&delays),
         max_delay_s: delays.last().copied(),
         trap_alerts,
+        delay_by_incident,
         per_incident,
         false_alerts,
     }
@@ -170,11 +208,7 @@ impl EvalReport {
         );
         for r in &self.per_incident {
             let i = &r.incident;
-            let name = if i.name.is_empty() {
-                i.kind.as_str()
-            } else {
-                &i.name
-            };
+            let name = incident_name(i);
             let _ = writeln!(
                 s,
                 "{:<24} {:>5} {:>6} {:>8}  {}",
@@ -212,6 +246,14 @@ impl EvalReport {
             fmt_s(self.median_delay_s),
             fmt_s(self.max_delay_s)
         );
+        if self.delay_by_incident.len() > 1 {
+            let by: Vec<String> = self
+                .delay_by_incident
+                .iter()
+                .map(|(name, d)| format!("{name} {} ({})", fmt_s(d.median_delay_s), d.found))
+                .collect();
+            let _ = writeln!(s, "  by incident        {}", by.join(", "));
+        }
         let traps: Vec<String> = self
             .trap_alerts
             .iter()
@@ -242,7 +284,6 @@ impl EvalReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Severity;
 
     fn l(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -259,20 +300,11 @@ mod tests {
     ) -> Alert {
         Alert {
             id: id.into(),
-            state: AlertState::Firing,
             kind,
-            severity: Severity::Warning,
             labels,
             ts: started_at,
             started_at,
-            resolved_at: None,
-            metric: "m".into(),
-            observed: 1.0,
-            expected: 1.0,
-            score: 1.0,
-            detector: "d".into(),
-            summary: "s".into(),
-            context: BTreeMap::new(),
+            ..Alert::example()
         }
     }
 
@@ -334,6 +366,12 @@ mod tests {
         assert_eq!(r.false_episodes, 2);
         assert_eq!(r.false_per_hour, 1.0);
         assert_eq!(r.median_delay_s, Some(430.0));
+        let by = |name: &str| r.delay_by_incident[name].clone();
+        assert_eq!(by("consumer_stall").median_delay_s, Some(60.0));
+        assert_eq!(by("latency").median_delay_s, Some(800.0));
+        assert!(r
+            .to_table()
+            .contains("by incident        consumer_stall 60 s (1), latency 800 s (1)"));
         assert!(r.to_table().contains("WRONG"));
     }
 
