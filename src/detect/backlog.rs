@@ -11,6 +11,12 @@
 //! sawtooth. The detector learns how often progress comes ([`Cadence`]) and judges only the
 //! backlog left right after each step — the sawtooth's floor — over a window of at least six
 //! steps, and counts consumers as progressing while the next step is not overdue.
+//!
+//! A burst of arrivals (the end-of-day settlement run) also makes the backlog grow, while the
+//! consumers work faster than they usually do. If, at their present pace, they would clear the
+//! backlog within `critical_backlog_seconds` once arrivals are back to usual, the growth is a
+//! burst being absorbed and raises nothing; consumers at (or below) their usual pace would never
+//! clear it, so a surge past their capacity or a slowdown still does.
 
 use std::collections::VecDeque;
 
@@ -19,6 +25,8 @@ use crate::config::BacklogConfig;
 
 /// Smoothing of the consumption rate: about a minute at 10 s intervals.
 const RATE_ALPHA: f64 = 0.15;
+/// Smoothing of the usual consumption rate: about half an hour at 10 s intervals.
+const USUAL_RATE_ALPHA: f64 = 1.0 / 180.0;
 /// Intervals (30 s at 10 s) over which consumers must have made some progress: scrapes every
 /// 15 s leave single intervals without any. Longer when progress usually comes in slower steps.
 const PROGRESS_INTERVALS: i64 = 3;
@@ -50,6 +58,8 @@ pub struct BacklogInput {
 pub struct BacklogDetector {
     cfg: BacklogConfig,
     rate: Option<f64>,
+    /// The consumption rate while little waits, over about half an hour: what arrives as a rule.
+    usual_rate: Option<f64>,
     /// When consumers last made progress, and how long apart their steps of progress usually are.
     progressed_at: Option<i64>,
     steps: Cadence,
@@ -64,6 +74,7 @@ impl BacklogDetector {
         BacklogDetector {
             cfg: cfg.clone(),
             rate: None,
+            usual_rate: None,
             progressed_at: None,
             steps: Cadence::default(),
             stalled_at: i64::MIN,
@@ -137,7 +148,14 @@ impl Detector for BacklogDetector {
             0.0
         };
         let min_secs = self.cfg.min_backlog_seconds + usual_secs;
-        let fire = growing && backlog_secs >= min_secs;
+        let usual = *self.usual_rate.get_or_insert(rate);
+        let absorbing =
+            rate > usual && x.backlog / (rate - usual) < self.cfg.critical_backlog_seconds;
+        // With little waiting, what is consumed is what arrives.
+        if backlog_secs < min_secs {
+            self.usual_rate = Some(usual + USUAL_RATE_ALPHA * (rate - usual));
+        }
+        let fire = growing && backlog_secs >= min_secs && !absorbing;
         let sustain = self.active && tau > 0.0 && backlog_secs >= min_secs / 2.0;
         self.active = fire || sustain;
         if !self.active {
@@ -290,6 +308,20 @@ mod tests {
             }
         };
         assert!(run(&mut d, 0, 1800, burst, 100.0).is_none());
+    }
+
+    #[test]
+    fn a_burst_the_consumers_absorb_by_working_faster_is_not_growth() {
+        let mut d = BacklogDetector::new(&BacklogConfig::default());
+        assert!(run(&mut d, 0, 1800, |t| 100.0 + noise(t), 100.0).is_none());
+        // Arrivals triple for four minutes; consumers speed up to 1.6x and fall behind.
+        let burst = |t: i64| 100.0 + noise(t) + 140.0 * (t - 1800).clamp(0, 240) as f64;
+        assert!(run(&mut d, 1800, 240, burst, 160.0).is_none());
+        // The same growth with consumers at their usual pace would never drain.
+        let mut at_limit = BacklogDetector::new(&BacklogConfig::default());
+        run(&mut at_limit, 0, 1800, |t| 100.0 + noise(t), 100.0);
+        let surge = |t: i64| 100.0 + noise(t) + 140.0 * (t - 1800) as f64;
+        assert!(run(&mut at_limit, 1800, 600, surge, 100.0).is_some());
     }
 
     #[test]
