@@ -46,9 +46,7 @@ impl Cadence {
         let (_, v, _) = kept.select_nth_unstable(rank);
         Some(*v as i64)
     }
-}
 
-impl Cadence {
     /// The longest of those kept, once enough were seen: for what must not be exceeded by
     /// anything routine, where one outlier too many matters less than a page.
     pub fn highest(&self) -> Option<i64> {

@@ -83,20 +83,17 @@ impl Detector for LatencyDetector {
         }
         let z50 = robust_z(x50, self.p50.median(), self.p50.scale(), MIN_LOG_SCALE);
         let z99 = robust_z(x99, self.p99.median(), self.p99.scale(), MIN_LOG_SCALE);
+        let (e50, e99) = (self.p50.median().exp(), self.p99.median().exp());
+        let ratios = [q.p50 / e50.max(1e-3), q.p99 / e99.max(1e-3)];
         // Judge by whichever quantile moved more, in units of its own spread.
-        let (z, metric, observed, expected) = if z99 >= z50 {
-            (z99, "p99", q.p99, self.p99.median().exp())
+        let (z, metric, observed, expected, ratio) = if z99 >= z50 {
+            (z99, "p99", q.p99, e99, ratios[1])
         } else {
-            (z50, "p50", q.p50, self.p50.median().exp())
+            (z50, "p50", q.p50, e50, ratios[0])
         };
-        let ratio = observed / expected.max(1e-3);
         let abnormal = z >= self.cfg.z_threshold && ratio >= self.cfg.min_ratio;
         if abnormal {
             self.streak += 1;
-            let ratios = [
-                q.p50 / self.p50.median().exp().max(1e-3),
-                q.p99 / self.p99.median().exp().max(1e-3),
-            ];
             for (peak, r) in self.peak.iter_mut().zip(ratios) {
                 *peak = peak.max(r);
             }

@@ -158,16 +158,19 @@ impl KafkaGroup {
                 cadence_ms: p.cadence.typical(),
             });
         }
-        let progressing = || {
-            views.iter().filter(|v| {
-                !self
-                    .stall
-                    .detector
-                    .partition_stalled(v, &views, &self.members)
-            })
-        };
-        let backlog: f64 = progressing().filter_map(|v| v.lag).sum();
-        let time_lag = progressing().filter_map(|v| v.lag_seconds).reduce(f64::max);
+        // Backlog counts only partitions still progressing: a stalled one is the stall's story.
+        let (mut backlog, mut time_lag) = (0.0, None::<f64>);
+        let stall = &self.stall.detector;
+        for v in views
+            .iter()
+            .filter(|v| !stall.partition_stalled(v, &views, &self.members))
+        {
+            backlog += v.lag.unwrap_or(0.0);
+            time_lag = match (time_lag, v.lag_seconds) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
         let raw = self.fresh.then(|| Raw::KafkaGroup {
             backlog: views.iter().filter_map(|v| v.lag).sum(),
             consume_rate: consumed / interval_secs,

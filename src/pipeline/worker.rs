@@ -120,7 +120,8 @@ impl Worker {
         self.stats
     }
 
-    /// Counts what the worker holds (and, at the end of the run, the histograms' memory).
+    /// Counts the series and entities the worker holds (the histograms' memory is counted once,
+    /// at the end of the run).
     fn count_state(&mut self) {
         self.stats.series = self.routes.len() as u64;
         self.stats.entities =
