@@ -426,7 +426,12 @@ pub struct StallConfig {
     /// The same, when group membership changed during the freeze (a rebalance takes its time).
     #[serde(with = "humantime_serde")]
     pub stall_after_rebalance: Duration,
-    /// A group with zero members and lag for this long is stopped.
+    /// A group with zero members and lag for this long is stopped (a group of one consumer:
+    /// `stall_after`, seen empty that long, since its restarts empty it too).
+    ///
+    /// This and the two below count from halfway into the scrape gap in which the state began
+    /// (when two samples or more show it): scraped every 15 s, a queue left without consumers is
+    /// seen so at the second scrape, not the third.
     #[serde(with = "humantime_serde")]
     pub no_members_after: Duration,
     /// A RabbitMQ queue with ready messages and no consumers for this long is stalled.

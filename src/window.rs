@@ -132,6 +132,8 @@ pub struct Gauge {
     pub last: Option<Sample>,
     /// When the value last changed (or was first seen).
     pub changed_at: i64,
+    /// The newest sample before that change, if the gauge had one.
+    pub before_change: Option<i64>,
 }
 
 impl Gauge {
@@ -141,6 +143,7 @@ impl Gauge {
             Some(s) => {
                 if s.value != value {
                     self.changed_at = ts;
+                    self.before_change = Some(s.ts);
                 }
                 self.last = Some(Sample { ts, value });
             }
@@ -153,6 +156,21 @@ impl Gauge {
 
     pub fn value(&self) -> Option<f64> {
         self.last.map(|s| s.value)
+    }
+
+    /// How long the present value has held at least: since the first sample that showed it.
+    pub fn held_at_least(&self) -> i64 {
+        self.last.map_or(0, |s| s.ts - self.changed_at)
+    }
+
+    /// How long the present value has held, as well as the samples tell: it took that value
+    /// somewhere in the gap before the first sample that showed it, halfway in on average. The
+    /// estimate reaches back no further than the samples since reach forward, so a value seen
+    /// once, or first seen after a long scrape gap, is credited with no time nobody watched.
+    pub fn held_for(&self) -> i64 {
+        let seen = self.held_at_least();
+        let gap = self.before_change.map_or(0, |b| self.changed_at - b);
+        seen + gap.min(seen) / 2
     }
 }
 
@@ -212,6 +230,24 @@ mod tests {
         );
         w.record(30, 45.0);
         assert_eq!(w.recent(30, 3), None, "older slots left the ring");
+    }
+
+    #[test]
+    fn a_gauge_estimates_how_long_its_value_held_from_the_samples_around_the_change() {
+        let mut g = Gauge::default();
+        g.update(0, 3.0);
+        g.update(15_000, 3.0);
+        g.update(30_000, 0.0);
+        assert_eq!((g.held_at_least(), g.held_for()), (0, 0), "seen once");
+        g.update(45_000, 0.0);
+        assert_eq!(g.held_at_least(), 15_000);
+        assert_eq!(g.held_for(), 22_500, "halfway into the gap before");
+        // First seen after a two-minute gap: no more credit than one sample spacing gives.
+        let mut late = Gauge::default();
+        late.update(0, 3.0);
+        late.update(120_000, 0.0);
+        late.update(135_000, 0.0);
+        assert_eq!(late.held_for(), 22_500);
     }
 
     #[test]

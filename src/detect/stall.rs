@@ -143,10 +143,14 @@ fn frozen_alone(p: &PartitionView, parts: &[PartitionView]) -> bool {
         .is_some_and(|l| l > 2.0 * most + 3.0 * most.max(1.0).sqrt())
 }
 
-/// How long a group has had no members, or -1 while it has some (or nobody said).
-fn memberless_for(members: &Gauge) -> i64 {
+/// How long a group has had no members, or -1 while it has some (or nobody said). A group of
+/// one consumer is empty whenever it restarts, for as long as that takes: only the time seen
+/// empty counts against it. A larger group is not emptied in the normal course of things, and
+/// the best estimate of how long it has been empty counts ([`Gauge::held_for`]).
+fn memberless_for(members: &Gauge, most_members: f64) -> i64 {
     match members.last {
-        Some(s) if s.value == 0.0 => s.ts - members.changed_at,
+        Some(s) if s.value == 0.0 && most_members <= 1.0 => members.held_at_least(),
+        Some(s) if s.value == 0.0 => members.held_for(),
         _ => -1,
     }
 }
@@ -171,7 +175,7 @@ impl Detector for GroupStallDetector {
         } = view;
 
         self.most_members = self.most_members.max(members.value().unwrap_or(0.0));
-        let no_members_for = memberless_for(members);
+        let no_members_for = memberless_for(members, self.most_members);
         let stopped = self.group_stopped(no_members_for, parts);
         let mut stalled: smallvec::SmallVec<[&PartitionView; 16]> = parts
             .iter()
@@ -254,9 +258,9 @@ pub struct QueueView {
     pub ready: Option<f64>,
     pub unacked: Option<f64>,
     pub consumers: Gauge,
-    /// Last time the acked (or, without acks, delivered) total moved, and the time of its newest
-    /// sample; `None` if never reported.
-    pub acks: Option<(i64, i64)>,
+    /// The acked (or, without acks, delivered) total: when it last moved, and how long it has
+    /// held since.
+    pub acks: Gauge,
     /// Redelivered total and consumer utilisation (0 to 1), where the poller reports them.
     pub redelivered: Option<f64>,
     pub utilisation: Option<f64>,
@@ -297,7 +301,7 @@ impl QueueStallDetector {
         if q.consumers.value() != Some(0.0) || ready <= 0.0 {
             return None;
         }
-        let for_ms = q.consumers.last.map_or(0, |s| s.ts) - q.consumers.changed_at;
+        let for_ms = q.consumers.held_for();
         (for_ms >= self.cfg.no_consumers_after.as_millis() as i64).then_some(for_ms)
     }
 
@@ -308,7 +312,7 @@ impl QueueStallDetector {
         if q.consumers.value().unwrap_or(0.0) <= 0.0 {
             return None;
         }
-        let for_ms = q.acks.map_or(0, |(_, seen)| seen) - last.at;
+        let for_ms = q.acks.held_for();
         // Until the cadence is learned the floor applies: this rule also needs held messages and
         // a growing queue, so it has no need of the partitions' longer start-up grace.
         let floor = self.cfg.no_acks_after.as_millis() as i64;
@@ -354,7 +358,8 @@ impl Detector for QueueStallDetector {
     fn on_interval(&mut self, q: &QueueView) -> Option<Finding> {
         let ready = q.ready.unwrap_or(0.0);
         let redelivered = q.redelivered.unwrap_or(0.0);
-        if let Some((t, _)) = q.acks {
+        if q.acks.last.is_some() {
+            let t = q.acks.changed_at;
             if self.at_last_ack.is_none_or(|l| l.at != t) {
                 if let Some(last) = self.at_last_ack.filter(|l| l.busy) {
                     self.ack_cadence.observe(t - last.at);
@@ -651,6 +656,31 @@ mod tests {
     }
 
     #[test]
+    fn a_group_of_several_seen_empty_twice_is_stopped_by_the_estimate_of_how_long() {
+        let mut d = GroupStallDetector::new(&StallConfig::default());
+        let frozen = [part("0", 80.0, NOW - 40 * S)];
+        let four = members(4.0, NOW - 30 * S);
+        let mut view = GroupView {
+            group: "g",
+            partitions: &frozen,
+            members: &four,
+        };
+        assert!(d.on_interval(view).is_none(), "four members");
+        let mut once = four;
+        once.update(NOW - 15 * S, 0.0);
+        view.members = &once;
+        assert!(d.on_interval(view).is_none(), "seen empty once");
+        let mut twice = once;
+        twice.update(NOW, 0.0);
+        view.members = &twice;
+        // 15 s seen empty, and it emptied halfway into the 15 s before: 22.5 s, past 20 s.
+        assert_eq!(
+            d.on_interval(view).expect("empty 22.5 s").detector,
+            "group_stopped"
+        );
+    }
+
+    #[test]
     fn a_lone_consumer_gone_for_a_rebalance_s_time_is_not_a_stopped_group() {
         let mut d = GroupStallDetector::new(&StallConfig::default());
         let mut m = members(1.0, 0);
@@ -721,11 +751,15 @@ mod tests {
     ) -> QueueView {
         let mut c = members(consumers, consumers_since);
         c.update(now, consumers);
+        // The acked total moved at `acks_at` and has held since.
+        let mut acks = members(0.0, acks_at - 10 * S);
+        acks.update(acks_at, 1.0);
+        acks.update(now, 1.0);
         QueueView {
             ready: Some(ready),
             unacked: Some(unacked),
             consumers: c,
-            acks: Some((acks_at, now)),
+            acks,
             redelivered: Some(0.0),
             utilisation: None,
         }
@@ -807,9 +841,9 @@ mod tests {
             .on_interval(&queue(10 * S, 20.0, 50.0, 2.0, 0, 10 * S))
             .is_none());
         assert!(
-            d.on_interval(&queue(25 * S, 400.0, 50.0, 2.0, 0, 10 * S))
+            d.on_interval(&queue(22 * S, 400.0, 50.0, 2.0, 0, 10 * S))
                 .is_none(),
-            "15 s without acks is within the floor"
+            "12 s seen without acks (17 s, counting half the gap before) is within the floor"
         );
         let f = d
             .on_interval(&queue(60 * S, 900.0, 50.0, 2.0, 0, 10 * S))

@@ -317,10 +317,7 @@ impl RabbitQueue {
         } else {
             &mut self.delivered
         };
-        let acks = progress
-            .gauge
-            .last
-            .map(|s| (progress.gauge.changed_at, s.ts));
+        let acks = progress.gauge;
         let consumed = progress.take_interval_increase();
         let view = QueueView {
             ready: self.ready.value(),
