@@ -506,12 +506,17 @@ pub struct LearnedConfig {
     /// one of the entity's intervals abnormal within this window (stall findings always fire).
     #[serde(with = "humantime_serde")]
     pub confirm_window: Duration,
+    /// A finding the model does not confirm is held back at most this long, then fires anyway:
+    /// a model may delay what it sees no evidence of, never silence it.
+    #[serde(with = "humantime_serde")]
+    pub hold_at_most: Duration,
 }
 
 impl Default for LearnedConfig {
     fn default() -> Self {
         LearnedConfig {
             confirm_window: Duration::from_secs(120),
+            hold_at_most: Duration::from_secs(300),
         }
     }
 }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::alert::Entity;
+use crate::config::LearnedConfig;
 use crate::detect::{AlertKind, Finding};
 
 /// One entity's learned-baseline state: its features, its class model (if loaded), the time
@@ -40,6 +41,10 @@ pub struct LearnedTrack {
     /// The latest interval the model found abnormal, and how it scored.
     abnormal: Option<(i64, Scored)>,
     confirm_ms: i64,
+    /// How long a finding the model does not confirm is held back at most.
+    hold_ms: i64,
+    /// A finding held back: since when, and when it was last seen.
+    held: Option<(i64, i64)>,
     trust: Trust,
     /// Whether the class model earned, in training, the right to hold findings back.
     may_veto: bool,
@@ -99,7 +104,7 @@ impl LearnedTrack {
     pub fn new(
         model: Option<Arc<ClassModel>>,
         tap: Option<Sender<FeatureRow>>,
-        confirm_ms: i64,
+        cfg: &LearnedConfig,
     ) -> Self {
         let may_veto = model.as_ref().is_some_and(|m| m.veto_refused().is_none());
         LearnedTrack {
@@ -107,7 +112,9 @@ impl LearnedTrack {
             model,
             tap,
             abnormal: None,
-            confirm_ms,
+            confirm_ms: cfg.confirm_window.as_millis() as i64,
+            hold_ms: cfg.hold_at_most.as_millis() as i64,
+            held: None,
             trust: Trust {
                 scored: 0,
                 flagged: 0.0,
@@ -181,8 +188,15 @@ impl LearnedTrack {
     /// A latency or backlog finding passes when the model agrees (it found an interval abnormal
     /// within the confirmation window), the episode is already open, or the model is not
     /// trusted for this entity (see [`Trust`]); without a model every finding passes. A
-    /// confirmed finding is explained by the model's strongest features.
-    fn confirm(&self, now: i64, finding: Option<Finding>, already_firing: bool) -> Option<Finding> {
+    /// confirmed finding is explained by the model's strongest features. The model holds a
+    /// finding back, never silences it: one that lasts `hold_at_most` fires anyway, saying the
+    /// model saw nothing abnormal.
+    fn confirm(
+        &mut self,
+        now: i64,
+        finding: Option<Finding>,
+        already_firing: bool,
+    ) -> Option<Finding> {
         let mut f = finding?;
         let Some(model) = &self.model else {
             return Some(f);
@@ -195,14 +209,32 @@ impl LearnedTrack {
         if !self.trust.trusted() || !self.may_veto {
             return Some(f);
         }
-        let (at, s) = self.abnormal?;
-        if now.saturating_sub(at) > self.confirm_ms {
+        if let Some((_, s)) = self
+            .abnormal
+            .filter(|(at, _)| now.saturating_sub(*at) <= self.confirm_ms)
+        {
+            self.held = None;
+            f.summary
+                .push_str(&format!("; learned baseline: {}", model.explain(&s, 2)));
+            f.context.push(("learned_score", s.nll));
+            f.context.push(("learned_threshold", model.threshold));
+            return Some(f);
+        }
+        // The same finding is still held if it was last seen within the confirmation window: a
+        // thinly scraped entity has findings only in the intervals its samples land in.
+        let since = match self.held {
+            Some((since, last)) if now.saturating_sub(last) <= self.confirm_ms => since,
+            _ => now,
+        };
+        if now.saturating_sub(since) < self.hold_ms {
+            self.held = Some((since, now));
             return None;
         }
-        f.summary
-            .push_str(&format!("; learned baseline: {}", model.explain(&s, 2)));
-        f.context.push(("learned_score", s.nll));
-        f.context.push(("learned_threshold", model.threshold));
+        self.held = None;
+        f.summary.push_str(&format!(
+            "; the learned baseline saw nothing abnormal, but it has lasted {} s",
+            (now - since) / 1000
+        ));
         Some(f)
     }
 }
@@ -231,12 +263,55 @@ mod tests {
         Some(Raw::Latency { p50: 10.0, p99 })
     }
 
+    fn config() -> LearnedConfig {
+        LearnedConfig {
+            confirm_window: std::time::Duration::from_secs(20),
+            hold_at_most: std::time::Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_finding_the_model_does_not_confirm_is_held_back_for_a_while_not_for_ever() {
+        let mut model = model::unit_model(3);
+        model.compile(EntityClass::Latency).unwrap();
+        let entity = Entity::new(Vec::new(), "t/g".into());
+        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, &config());
+        let mut t = 0;
+        let mut step = |track: &mut LearnedTrack, f| {
+            t += 10_000;
+            track.judge(t, &entity, latency(40.0), f, false)
+        };
+        for _ in 0..=WARMUP_INTERVALS + TRUST_AFTER {
+            step(&mut track, None);
+        }
+        assert_eq!(track.model_trusted(), Some(true));
+        let backlog = || finding(AlertKind::BacklogGrowth);
+        for i in 0..6 {
+            assert!(step(&mut track, backlog()).is_none(), "held at {i}0 s");
+        }
+        let f = step(&mut track, backlog()).expect("held 60 s: fires");
+        assert!(
+            f.summary
+                .ends_with("the learned baseline saw nothing abnormal, but it has lasted 60 s"),
+            "{}",
+            f.summary
+        );
+        // A gap in the finding no longer than the confirmation window does not restart the hold.
+        assert!(step(&mut track, None).is_none());
+        assert!(step(&mut track, None).is_none());
+        for i in 0..6 {
+            assert!(step(&mut track, backlog()).is_none(), "held anew at {i}0 s");
+        }
+        assert!(step(&mut track, None).is_none());
+        assert!(step(&mut track, backlog()).is_some(), "70 s since it was first held");
+    }
+
     #[test]
     fn the_model_holds_back_what_it_finds_normal_and_explains_what_it_confirms() {
         let mut model = model::unit_model(3);
         model.compile(EntityClass::Latency).unwrap();
         let entity = Entity::new(Vec::new(), "t/g".into());
-        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, 20_000);
+        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, &config());
         let mut t = 0;
         let mut step = |track: &mut LearnedTrack, raw, f, firing| {
             t += 10_000;
@@ -308,7 +383,7 @@ mod tests {
         let mut model = model::unit_model(3);
         model.compile(EntityClass::Latency).unwrap();
         let entity = Entity::new(Vec::new(), "t/g".into());
-        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, 20_000);
+        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, &config());
         let mut t = 0;
         let mut step = |track: &mut LearnedTrack, p99: f64, f| {
             t += 10_000;
@@ -343,7 +418,7 @@ mod tests {
         assert!(model.veto_refused().unwrap().contains("2.5%"));
         model.compile(EntityClass::Latency).unwrap();
         let entity = Entity::new(Vec::new(), "t/g".into());
-        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, 20_000);
+        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, &config());
         for i in 0..=(WARMUP_INTERVALS + TRUST_AFTER + 5) as i64 {
             let f = track.judge(
                 i * 10_000,
@@ -369,7 +444,7 @@ mod tests {
     fn without_a_model_every_finding_passes_and_features_still_flow() {
         let (tx, rx) = crossbeam_channel::unbounded();
         let entity = Entity::new(Vec::new(), "q".into());
-        let mut track = LearnedTrack::new(None, Some(tx), 20_000);
+        let mut track = LearnedTrack::new(None, Some(tx), &config());
         for i in 0..=WARMUP_INTERVALS as i64 + 5 {
             let f = track.judge(
                 i * 10_000,

@@ -557,7 +557,7 @@ mod tests {
             "pay/auth".into(),
         );
         let cfg = DetectorConfig::default();
-        let learned = LearnedTrack::new(None, None, 120_000);
+        let learned = LearnedTrack::new(None, None, &Default::default());
         (
             KafkaTopic::default(),
             KafkaGroup::new(0, entity, "auth", &cfg, learned),
@@ -622,7 +622,7 @@ mod tests {
             ],
             "//ledger".into(),
         );
-        let learned = LearnedTrack::new(None, None, 120_000);
+        let learned = LearnedTrack::new(None, None, &Default::default());
         RabbitQueue::new(entity, &DetectorConfig::default(), learned)
     }
 
@@ -687,7 +687,7 @@ mod tests {
         intervals: i64,
     ) -> Vec<Alert> {
         let entity = Entity::new(vec![("queue".into(), "ledger".into())], "ledger".into());
-        let learned = LearnedTrack::new(None, None, 120_000);
+        let learned = LearnedTrack::new(None, None, &Default::default());
         let mut l = LatencySeries::new(entity, &DetectorConfig::default(), learned);
         let mut alerts = Vec::new();
         for slot in 0..intervals {
@@ -790,7 +790,7 @@ mod tests {
     #[test]
     fn an_explained_latency_rise_is_handed_back_as_the_symptom_it_is() {
         let entity = Entity::new(vec![("queue".into(), "ledger".into())], "ledger".into());
-        let learned = LearnedTrack::new(None, None, 120_000);
+        let learned = LearnedTrack::new(None, None, &Default::default());
         let mut l = LatencySeries::new(entity, &DetectorConfig::default(), learned);
         let mut held_back = Vec::new();
         for slot in 0..80 {

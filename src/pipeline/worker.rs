@@ -334,8 +334,7 @@ impl Worker {
             .as_ref()
             .and_then(|m| m.get(class))
             .cloned();
-        let confirm_ms = cfg.learned.confirm_window.as_millis() as i64;
-        LearnedTrack::new(model, self.learned.features.clone(), confirm_ms)
+        LearnedTrack::new(model, self.learned.features.clone(), &cfg.learned)
     }
 
     fn detectors_for(&self, labels: &[(Box<str>, Box<str>)]) -> DetectorConfig {
