@@ -270,12 +270,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_finding_the_model_does_not_confirm_is_held_back_for_a_while_not_for_ever() {
+    /// A latency stream judged by the unit test model.
+    fn latency_track() -> (LearnedTrack, Arc<Entity>) {
         let mut model = model::unit_model(3);
         model.compile(EntityClass::Latency).unwrap();
         let entity = Entity::new(Vec::new(), "t/g".into());
-        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, &config());
+        (
+            LearnedTrack::new(Some(Arc::new(model)), None, &config()),
+            entity,
+        )
+    }
+
+    #[test]
+    fn a_finding_the_model_does_not_confirm_is_held_back_for_a_while_not_for_ever() {
+        let (mut track, entity) = latency_track();
         let mut t = 0;
         let mut step = |track: &mut LearnedTrack, f| {
             t += 10_000;
@@ -303,15 +311,15 @@ mod tests {
             assert!(step(&mut track, backlog()).is_none(), "held anew at {i}0 s");
         }
         assert!(step(&mut track, None).is_none());
-        assert!(step(&mut track, backlog()).is_some(), "70 s since it was first held");
+        assert!(
+            step(&mut track, backlog()).is_some(),
+            "70 s since it was first held"
+        );
     }
 
     #[test]
     fn the_model_holds_back_what_it_finds_normal_and_explains_what_it_confirms() {
-        let mut model = model::unit_model(3);
-        model.compile(EntityClass::Latency).unwrap();
-        let entity = Entity::new(Vec::new(), "t/g".into());
-        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, &config());
+        let (mut track, entity) = latency_track();
         let mut t = 0;
         let mut step = |track: &mut LearnedTrack, raw, f, firing| {
             t += 10_000;
@@ -380,10 +388,7 @@ mod tests {
 
     #[test]
     fn a_model_that_finds_much_of_an_entity_abnormal_steps_aside_until_it_no_longer_does() {
-        let mut model = model::unit_model(3);
-        model.compile(EntityClass::Latency).unwrap();
-        let entity = Entity::new(Vec::new(), "t/g".into());
-        let mut track = LearnedTrack::new(Some(Arc::new(model)), None, &config());
+        let (mut track, entity) = latency_track();
         let mut t = 0;
         let mut step = |track: &mut LearnedTrack, p99: f64, f| {
             t += 10_000;
