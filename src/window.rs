@@ -134,6 +134,8 @@ pub struct Gauge {
     pub changed_at: i64,
     /// The newest sample before that change, if the gauge had one.
     pub before_change: Option<i64>,
+    /// The usual time between its samples (smoothed over about eight), 0 until two were seen.
+    pub spacing: i64,
 }
 
 impl Gauge {
@@ -141,6 +143,14 @@ impl Gauge {
         match self.last {
             Some(s) if ts < s.ts => {}
             Some(s) => {
+                let step = ts - s.ts;
+                if step > 0 {
+                    self.spacing = if self.spacing == 0 {
+                        step
+                    } else {
+                        self.spacing + (step - self.spacing) / 8
+                    };
+                }
                 if s.value != value {
                     self.changed_at = ts;
                     self.before_change = Some(s.ts);

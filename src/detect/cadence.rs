@@ -56,9 +56,19 @@ impl Cadence {
 }
 
 /// The longest freeze tolerated: `floor`, or `factor` times the learned cadence when that is
-/// longer. Until a cadence is learned, `unlearned` (at least `floor`).
-pub fn freeze_limit_ms(typical: Option<i64>, floor: i64, factor: f64, unlearned: i64) -> i64 {
+/// longer. A counter that moves at about every sample (a cadence within one and a half sample
+/// `spacing`s: what the cadence of an every-scrape mover measures is the scraping) has shown no
+/// pause of its own, and the floor alone judges it. Until a cadence is learned, `unlearned` (at
+/// least `floor`).
+pub fn freeze_limit_ms(
+    typical: Option<i64>,
+    spacing: i64,
+    floor: i64,
+    factor: f64,
+    unlearned: i64,
+) -> i64 {
     match typical {
+        Some(t) if t <= spacing + spacing / 2 => floor,
         Some(t) => floor.max((t as f64 * factor) as i64),
         None => floor.max(unlearned),
     }
@@ -105,8 +115,31 @@ mod tests {
 
     #[test]
     fn the_limit_is_the_floor_or_the_scaled_cadence_whichever_is_longer() {
-        assert_eq!(freeze_limit_ms(Some(15_000), 45_000, 1.5, 0), 45_000);
-        assert_eq!(freeze_limit_ms(Some(60_000), 45_000, 1.5, 0), 90_000);
-        assert_eq!(freeze_limit_ms(None, 45_000, 1.5, 120_000), 120_000);
+        assert_eq!(freeze_limit_ms(Some(15_000), 0, 45_000, 1.5, 0), 45_000);
+        assert_eq!(freeze_limit_ms(Some(60_000), 0, 45_000, 1.5, 0), 90_000);
+        assert_eq!(freeze_limit_ms(None, 0, 45_000, 1.5, 120_000), 120_000);
+    }
+
+    #[test]
+    fn a_counter_moving_at_every_sample_is_judged_by_the_floor() {
+        // Scraped every 15 s, seen to move 15-19 s apart: it never pauses.
+        assert_eq!(
+            freeze_limit_ms(Some(19_000), 15_000, 20_000, 1.5, 0),
+            20_000
+        );
+        // Every 30 s: the same, with scrapes twice as far apart.
+        assert_eq!(
+            freeze_limit_ms(Some(34_000), 30_000, 20_000, 1.5, 0),
+            20_000
+        );
+        // Commits every minute, scraped every 15 s or 30 s: its own cadence, stretched.
+        assert_eq!(
+            freeze_limit_ms(Some(62_000), 15_000, 20_000, 1.5, 0),
+            93_000
+        );
+        assert_eq!(
+            freeze_limit_ms(Some(62_000), 30_000, 20_000, 1.5, 0),
+            93_000
+        );
     }
 }

@@ -34,6 +34,8 @@ pub struct PartitionView<'a> {
     pub lag_seconds: Option<f64>,
     /// How long this partition usually stays frozen with lag before it moves, once learned.
     pub cadence_ms: Option<i64>,
+    /// The usual time between samples of its committed offset.
+    pub spacing_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +92,7 @@ impl GroupStallDetector {
         };
         freeze_limit_ms(
             p.cadence_ms,
+            p.spacing_ms,
             floor.as_millis() as i64,
             self.cfg.cadence_factor,
             self.cfg.stall_after_unlearned.as_millis() as i64,
@@ -112,6 +115,7 @@ impl GroupStallDetector {
                 // Without members nothing will commit: the cadence alone is the limit, no floor.
                 let overdue = freeze_limit_ms(
                     p.cadence_ms,
+                    p.spacing_ms,
                     0,
                     self.cfg.cadence_factor,
                     self.cfg.stall_after.as_millis() as i64,
@@ -318,6 +322,7 @@ impl QueueStallDetector {
         let floor = self.cfg.no_acks_after.as_millis() as i64;
         let limit = freeze_limit_ms(
             self.ack_cadence.typical(),
+            q.acks.spacing,
             floor,
             self.cfg.cadence_factor,
             floor,
@@ -440,6 +445,7 @@ mod tests {
             moved_at: progress_at,
             lag_seconds: None,
             cadence_ms: Some(15 * S),
+            spacing_ms: 0,
         }
     }
 
@@ -751,10 +757,11 @@ mod tests {
     ) -> QueueView {
         let mut c = members(consumers, consumers_since);
         c.update(now, consumers);
-        // The acked total moved at `acks_at` and has held since.
+        // Scraped every 10 s: the acked total moved at `acks_at` and has held since.
         let mut acks = members(0.0, acks_at - 10 * S);
-        acks.update(acks_at, 1.0);
-        acks.update(now, 1.0);
+        for t in (acks_at..now).step_by(10 * S as usize).chain([now]) {
+            acks.update(t, 1.0);
+        }
         QueueView {
             ready: Some(ready),
             unacked: Some(unacked),

@@ -156,6 +156,7 @@ impl KafkaGroup {
                 seen_at: p.committed.gauge.last.map_or(i64::MIN, |s| s.ts),
                 lag_seconds: p.lag_seconds.value(),
                 cadence_ms: p.cadence.typical(),
+                spacing_ms: p.committed.gauge.spacing,
             });
         }
         // Backlog counts only partitions still progressing: a stalled one is the stall's story.
