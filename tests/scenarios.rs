@@ -63,7 +63,7 @@ fn unseen_payment_scenarios_meet_the_detection_floors() {
         recall: 0.98,
         first_kind: 0.95,
         false_per_hour: 0.1,
-        median_delay_s: 45.0,
+        median_delay_s: 30.0,
         trap_alerts: 0,
     };
     assert_floors("payments", &[90_001, 90_002], floors);
@@ -107,7 +107,7 @@ fn unseen_noisy_scenarios_meet_the_detection_floors() {
         recall: 0.95,
         first_kind: 0.95,
         false_per_hour: 0.5,
-        median_delay_s: 90.0,
+        median_delay_s: 60.0,
         trap_alerts: 3,
     };
     assert_floors("noisy", &[90_301, 90_302], floors);
