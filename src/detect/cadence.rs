@@ -122,24 +122,21 @@ mod tests {
 
     #[test]
     fn a_counter_moving_at_every_sample_is_judged_by_the_floor() {
-        // Scraped every 15 s, seen to move 15-19 s apart: it never pauses.
-        assert_eq!(
-            freeze_limit_ms(Some(19_000), 15_000, 20_000, 1.5, 0),
-            20_000
-        );
-        // Every 30 s: the same, with scrapes twice as far apart.
-        assert_eq!(
-            freeze_limit_ms(Some(34_000), 30_000, 20_000, 1.5, 0),
-            20_000
-        );
-        // Commits every minute, scraped every 15 s or 30 s: its own cadence, stretched.
-        assert_eq!(
-            freeze_limit_ms(Some(62_000), 15_000, 20_000, 1.5, 0),
-            93_000
-        );
-        assert_eq!(
-            freeze_limit_ms(Some(62_000), 30_000, 20_000, 1.5, 0),
-            93_000
-        );
+        // (its cadence, the sample spacing, the limit), at a 20 s floor.
+        for (typical, spacing, limit) in [
+            // Scraped every 15 s, seen to move 15-19 s apart: it never pauses.
+            (19_000, 15_000, 20_000),
+            // Every 30 s: the same, with scrapes twice as far apart.
+            (34_000, 30_000, 20_000),
+            // Commits every minute, scraped every 15 s or 30 s: its own cadence, stretched.
+            (62_000, 15_000, 93_000),
+            (62_000, 30_000, 93_000),
+        ] {
+            assert_eq!(
+                freeze_limit_ms(Some(typical), spacing, 20_000, 1.5, 0),
+                limit,
+                "cadence {typical} ms at {spacing} ms spacing"
+            );
+        }
     }
 }
