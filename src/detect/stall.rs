@@ -17,6 +17,16 @@ use crate::config::StallConfig;
 use crate::event::names;
 use crate::window::Gauge;
 
+impl PartitionView<'_> {
+    /// How long it has been frozen, as well as the samples tell: from halfway into the gap
+    /// before the sample that showed its last progress, reaching back no further than the
+    /// samples since reach forward (as [`Gauge::held_for`]).
+    pub fn frozen_ms(&self) -> i64 {
+        let seen = self.seen_at.saturating_sub(self.progress_at);
+        seen + self.progress_gap_ms.min(seen) / 2
+    }
+}
+
 /// What the group's entity knows about one partition at the end of an interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartitionView<'a> {
@@ -36,6 +46,8 @@ pub struct PartitionView<'a> {
     pub cadence_ms: Option<i64>,
     /// The usual time between samples of its committed offset.
     pub spacing_ms: i64,
+    /// How long before `progress_at` the sample before it came: the freeze began in that gap.
+    pub progress_gap_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -66,12 +78,19 @@ impl GroupStallDetector {
         members: &Gauge,
     ) -> bool {
         // Without committed offsets (seen_at is MIN) nothing can be judged frozen.
-        let frozen = p.seen_at.saturating_sub(p.progress_at);
-        p.lag.is_some_and(|l| l > 0.0) && frozen >= self.freeze_limit_ms(p, parts, members)
+        let alone = frozen_alone(p, parts);
+        // Frozen alone, it resembles nothing benign of a known length: the best estimate of how
+        // long counts. A whole group frozen may be a rebalance: only what was seen counts.
+        let frozen = if alone {
+            p.frozen_ms()
+        } else {
+            p.seen_at.saturating_sub(p.progress_at)
+        };
+        p.lag.is_some_and(|l| l > 0.0) && frozen >= self.freeze_limit_ms(p, alone, members)
     }
 
-    fn freeze_limit_ms(&self, p: &PartitionView, parts: &[PartitionView], members: &Gauge) -> i64 {
-        let usual = self.usual_freeze_limit_ms(p, frozen_alone(p, parts));
+    fn freeze_limit_ms(&self, p: &PartitionView, alone: bool, members: &Gauge) -> i64 {
+        let usual = self.usual_freeze_limit_ms(p, alone);
         // A rebalance takes its time, and a consumer that commits in steps may miss one of them.
         let rebalanced = members.last.is_some() && members.changed_at > p.progress_at;
         if rebalanced {
@@ -195,11 +214,7 @@ impl Detector for GroupStallDetector {
             return None;
         }
         stalled.sort_by_key(|p| (p.partition.parse::<u64>().unwrap_or(u64::MAX), p.partition));
-        let frozen_ms = stalled
-            .iter()
-            .map(|p| p.seen_at - p.progress_at)
-            .max()
-            .unwrap_or(0);
+        let frozen_ms = stalled.iter().map(|p| p.frozen_ms()).max().unwrap_or(0);
         let lag: f64 = stalled.iter().filter_map(|p| p.lag).sum();
         let time_lag = stalled
             .iter()
@@ -446,6 +461,7 @@ mod tests {
             lag_seconds: None,
             cadence_ms: Some(15 * S),
             spacing_ms: 0,
+            progress_gap_ms: 0,
         }
     }
 
@@ -659,6 +675,32 @@ mod tests {
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.detector, "group_stopped");
         assert_eq!(f.detail[0].1, "0,1");
+    }
+
+    #[test]
+    fn a_partition_frozen_alone_counts_from_halfway_into_the_gap_before_its_last_move() {
+        let d = GroupStallDetector::new(&StallConfig::default());
+        // Scraped every 15 s, it moves at every scrape: the 20 s floor judges it.
+        let stuck = |gap| PartitionView {
+            spacing_ms: 15 * S,
+            progress_gap_ms: gap,
+            ..part("0", 300.0, NOW - 15 * S)
+        };
+        let moving = PartitionView {
+            spacing_ms: 15 * S,
+            ..part("1", 10.0, NOW)
+        };
+        let m = members(3.0, 0);
+        let parts = [stuck(15 * S), moving];
+        assert!(
+            d.partition_stalled(&parts[0], &parts, &m),
+            "seen frozen 15 s, and it last moved about 7.5 s before"
+        );
+        let parts = [stuck(0), moving];
+        assert!(
+            !d.partition_stalled(&parts[0], &parts, &m),
+            "15 s seen, nothing known before"
+        );
     }
 
     #[test]

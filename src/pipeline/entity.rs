@@ -144,10 +144,17 @@ impl KafkaGroup {
                 p.lag_zero_at = now;
             }
             consumed += p.committed.take_interval_increase();
+            let progress_at = p.stall_clock();
+            let gauge = &p.committed.gauge;
+            let progress_gap_ms = match gauge.before_change {
+                Some(b) if progress_at == gauge.changed_at => progress_at - b,
+                _ => 0,
+            };
             views.push(PartitionView {
                 partition: label,
                 lag,
-                progress_at: p.stall_clock(),
+                progress_at,
+                progress_gap_ms,
                 moved_at: p
                     .committed
                     .gauge
