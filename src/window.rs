@@ -178,10 +178,16 @@ impl Gauge {
     /// estimate reaches back no further than the samples since reach forward, so a value seen
     /// once, or first seen after a long scrape gap, is credited with no time nobody watched.
     pub fn held_for(&self) -> i64 {
-        let seen = self.held_at_least();
         let gap = self.before_change.map_or(0, |b| self.changed_at - b);
-        seen + gap.min(seen) / 2
+        estimated_hold(self.held_at_least(), gap)
     }
+}
+
+/// How long a state has held, from how long it was `seen` and the `gap` before the first sample
+/// that showed it: it began halfway into that gap on average, but the estimate reaches back no
+/// further than the samples since reach forward.
+pub fn estimated_hold(seen: i64, gap: i64) -> i64 {
+    seen + gap.min(seen) / 2
 }
 
 /// A monotonically increasing total: the gauge of its value plus the sum of its increases, with

@@ -15,17 +15,7 @@ use super::cadence::freeze_limit_ms;
 use super::{AlertKind, Cadence, Detector, Finding, Severity};
 use crate::config::StallConfig;
 use crate::event::names;
-use crate::window::Gauge;
-
-impl PartitionView<'_> {
-    /// How long it has been frozen, as well as the samples tell: from halfway into the gap
-    /// before the sample that showed its last progress, reaching back no further than the
-    /// samples since reach forward (as [`Gauge::held_for`]).
-    pub fn frozen_ms(&self) -> i64 {
-        let seen = self.seen_at.saturating_sub(self.progress_at);
-        seen + self.progress_gap_ms.min(seen) / 2
-    }
-}
+use crate::window::{estimated_hold, Gauge};
 
 /// What the group's entity knows about one partition at the end of an interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +38,18 @@ pub struct PartitionView<'a> {
     pub spacing_ms: i64,
     /// How long before `progress_at` the sample before it came: the freeze began in that gap.
     pub progress_gap_ms: i64,
+}
+
+impl PartitionView<'_> {
+    /// How long it has been frozen, as well as the samples tell: from halfway into the gap
+    /// before the sample that showed its last progress, reaching back no further than the
+    /// samples since reach forward ([`estimated_hold`]).
+    pub fn frozen_ms(&self) -> i64 {
+        estimated_hold(
+            self.seen_at.saturating_sub(self.progress_at),
+            self.progress_gap_ms,
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
