@@ -416,11 +416,13 @@ impl Default for BacklogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StallConfig {
     /// A partition whose committed offset has not moved for this long while it has lag, and while
-    /// the rest of its group has not moved either (as in a rebalance), is stalled.
+    /// the rest of its group has not moved either (as in a rebalance), is stalled. Only the time
+    /// seen frozen counts: a rebalance looks just like it for a while.
     #[serde(with = "humantime_serde")]
     pub stall_after: Duration,
     /// The same for a partition frozen alone while another partition of its group commits: its
-    /// consumer is stuck, and no rebalance explains it.
+    /// consumer is stuck, and no rebalance explains it. Counted, like `no_members_after`,
+    /// `no_consumers_after` and `no_acks_after`, from halfway into the scrape gap it began in.
     #[serde(with = "humantime_serde")]
     pub partition_stall_after: Duration,
     /// The same, when group membership changed during the freeze (a rebalance takes its time).

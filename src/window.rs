@@ -178,8 +178,13 @@ impl Gauge {
     /// estimate reaches back no further than the samples since reach forward, so a value seen
     /// once, or first seen after a long scrape gap, is credited with no time nobody watched.
     pub fn held_for(&self) -> i64 {
-        let gap = self.before_change.map_or(0, |b| self.changed_at - b);
-        estimated_hold(self.held_at_least(), gap)
+        estimated_hold(self.held_at_least(), self.gap_before_change())
+    }
+
+    /// How long before the last change the sample before it came (0 if none): the change
+    /// happened somewhere in that gap.
+    pub fn gap_before_change(&self) -> i64 {
+        self.before_change.map_or(0, |b| self.changed_at - b)
     }
 }
 

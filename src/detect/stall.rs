@@ -41,14 +41,16 @@ pub struct PartitionView<'a> {
 }
 
 impl PartitionView<'_> {
+    /// How long it has been seen frozen: from the sample that showed its last progress.
+    pub fn frozen_seen_ms(&self) -> i64 {
+        self.seen_at.saturating_sub(self.progress_at)
+    }
+
     /// How long it has been frozen, as well as the samples tell: from halfway into the gap
     /// before the sample that showed its last progress, reaching back no further than the
     /// samples since reach forward ([`estimated_hold`]).
     pub fn frozen_ms(&self) -> i64 {
-        estimated_hold(
-            self.seen_at.saturating_sub(self.progress_at),
-            self.progress_gap_ms,
-        )
+        estimated_hold(self.frozen_seen_ms(), self.progress_gap_ms)
     }
 }
 
@@ -86,7 +88,7 @@ impl GroupStallDetector {
         let frozen = if alone {
             p.frozen_ms()
         } else {
-            p.seen_at.saturating_sub(p.progress_at)
+            p.frozen_seen_ms()
         };
         p.lag.is_some_and(|l| l > 0.0) && frozen >= self.freeze_limit_ms(p, alone, members)
     }
@@ -141,7 +143,7 @@ impl GroupStallDetector {
                     self.cfg.cadence_factor,
                     self.cfg.stall_after.as_millis() as i64,
                 );
-                let frozen = p.seen_at.saturating_sub(p.progress_at);
+                let frozen = p.frozen_seen_ms();
                 p.lag.is_some_and(|l| l > 0.0) && frozen >= overdue
             })
     }

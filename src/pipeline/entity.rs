@@ -146,9 +146,11 @@ impl KafkaGroup {
             consumed += p.committed.take_interval_increase();
             let progress_at = p.stall_clock();
             let gauge = &p.committed.gauge;
-            let progress_gap_ms = match gauge.before_change {
-                Some(b) if progress_at == gauge.changed_at => progress_at - b,
-                _ => 0,
+            // The freeze began in the gap before its last move (not so after a zero lag).
+            let progress_gap_ms = if progress_at == gauge.changed_at {
+                gauge.gap_before_change()
+            } else {
+                0
             };
             views.push(PartitionView {
                 partition: label,
