@@ -5,7 +5,10 @@
 //! the incident's start to the first such episode. It is *rightly kinded* when one of those
 //! episodes has the incident's kind (a backlog may also, truthfully, raise latency), and its
 //! *first alert is rightly kinded* when the earliest of them has it: what a risk team is paged
-//! with first should name the cause, not a symptom. Every other
+//! with first should name the cause, not a symptom. A slow drift (an incident named `*drift*`)
+//! creeps up for half an hour before any interval stands out, so its delay is judged on its own,
+//! from when it became distinguishable (`distinguishable_at`, where the labels say), and kept out
+//! of the median of sudden incidents, which should be seconds. Every other
 //! episode is a false alert; those that start on a trap's entity during the trap are listed as
 //! the trap's.
 
@@ -54,6 +57,11 @@ pub struct EvalReport {
     pub false_per_hour: f64,
     pub median_delay_s: Option<f64>,
     pub max_delay_s: Option<f64>,
+    /// Median delay of the incidents that are not slow drifts.
+    pub sudden_median_delay_s: Option<f64>,
+    /// Longest delay of the slow drifts, from when they became distinguishable (from their
+    /// start where the labels do not say).
+    pub drift_max_delay_s: Option<f64>,
     /// False episodes that started on a trap's entity during it, by trap name.
     pub trap_alerts: BTreeMap<String, usize>,
     /// Median detection delay of each incident name (or kind), with how many were found.
@@ -75,6 +83,11 @@ fn incident_name(i: &Incident) -> &str {
     } else {
         &i.name
     }
+}
+
+/// A latency that creeps up over half an hour: distinguishable only minutes after it starts.
+fn is_slow_drift(i: &Incident) -> bool {
+    i.name.contains("drift")
 }
 
 /// Episodes in order of start, from any stream of alert updates.
@@ -142,8 +155,16 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
             n as f64 / detected as f64
         }
     };
-    let mut delays: Vec<f64> = per_incident.iter().filter_map(|r| r.delay_s).collect();
-    delays.sort_by(f64::total_cmp);
+    let sorted_delays = |sudden_only: bool| {
+        let mut d: Vec<f64> = per_incident
+            .iter()
+            .filter(|r| !(sudden_only && is_slow_drift(&r.incident)))
+            .filter_map(|r| r.delay_s)
+            .collect();
+        d.sort_by(f64::total_cmp);
+        d
+    };
+    let delays = sorted_delays(false);
     let mut by_name: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in &per_incident {
         if let Some(d) = r.delay_s {
@@ -181,6 +202,16 @@ pub fn evaluate(labels: &LabelFile, alerts: &[Alert], span_ms: (i64, i64)) -> Ev
         false_per_hour: false_alerts.len() as f64 / hours,
         median_delay_s: median(&delays),
         max_delay_s: delays.last().copied(),
+        sudden_median_delay_s: median(&sorted_delays(true)),
+        drift_max_delay_s: per_incident
+            .iter()
+            .filter(|r| is_slow_drift(&r.incident))
+            .filter_map(|r| {
+                let from = r.incident.distinguishable_at.unwrap_or(r.incident.start);
+                let first = r.incident.start + (r.delay_s? * 1000.0) as i64;
+                Some((first - from).max(0) as f64 / 1000.0)
+            })
+            .max_by(f64::total_cmp),
         trap_alerts,
         delay_by_incident,
         per_incident,
@@ -246,6 +277,14 @@ impl EvalReport {
             fmt_s(self.median_delay_s),
             fmt_s(self.max_delay_s)
         );
+        if let Some(drift) = self.drift_max_delay_s {
+            let _ = writeln!(
+                s,
+                "  sudden incidents   median {}; slow drifts at most {} after they stood out",
+                fmt_s(self.sudden_median_delay_s),
+                fmt_s(Some(drift))
+            );
+        }
         if self.delay_by_incident.len() > 1 {
             let by: Vec<String> = self
                 .delay_by_incident
@@ -316,6 +355,7 @@ mod tests {
             labels: l(&[("cluster", "k"), ("topic", topic), ("partition", "3")]),
             start,
             end: start + 600_000,
+            distinguishable_at: None,
         };
         let labels = LabelFile {
             incidents: vec![
@@ -385,6 +425,7 @@ mod tests {
                 labels: topic.clone(),
                 start: 0,
                 end: 600_000,
+                distinguishable_at: None,
             }],
             ..Default::default()
         };
@@ -399,6 +440,39 @@ mod tests {
     }
 
     #[test]
+    fn slow_drifts_are_kept_out_of_the_sudden_incidents_median() {
+        let inc = |name: &str, topic: &str, distinguishable_at| Incident {
+            kind: AlertKind::Latency,
+            name: name.into(),
+            labels: l(&[("topic", topic)]),
+            start: 0,
+            end: 1_800_000,
+            distinguishable_at,
+        };
+        let labels = LabelFile {
+            incidents: vec![
+                inc("latency_spike", "a", None),
+                inc("latency_drift", "b", None),
+                inc("latency_drift", "c", Some(240_000)),
+            ],
+            ..Default::default()
+        };
+        let alerts = [
+            alert("a", AlertKind::Latency, l(&[("topic", "a")]), 20_000),
+            alert("b", AlertKind::Latency, l(&[("topic", "b")]), 300_000),
+            alert("c", AlertKind::Latency, l(&[("topic", "c")]), 400_000),
+        ];
+        let r = evaluate(&labels, &alerts, (0, 3_600_000));
+        assert_eq!(r.median_delay_s, Some(300.0));
+        assert_eq!(r.sudden_median_delay_s, Some(20.0));
+        // b: 300 s from its start; c: 160 s from when it stood out.
+        assert_eq!(r.drift_max_delay_s, Some(300.0));
+        assert!(r.to_table().contains(
+            "sudden incidents   median 20 s; slow drifts at most 300 s after they stood out"
+        ));
+    }
+
+    #[test]
     fn alerts_after_the_grace_period_are_false() {
         let labels = LabelFile {
             incidents: vec![Incident {
@@ -407,6 +481,7 @@ mod tests {
                 labels: l(&[("queue", "q")]),
                 start: 0,
                 end: 1000,
+                distinguishable_at: None,
             }],
             ..Default::default()
         };

@@ -24,6 +24,10 @@ pub struct Incident {
     pub labels: BTreeMap<String, String>,
     pub start: i64,
     pub end: i64,
+    /// When a gradual incident (a slow drift) first stands out from normal variation, where the
+    /// labeller knows: its delay is judged from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinguishable_at: Option<i64>,
 }
 
 /// Something that must not alert: a rebalance, an end-of-day burst, a scrape gap.

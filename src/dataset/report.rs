@@ -139,7 +139,8 @@ fn summary(html: &mut String, r: &EvalReport) {
          <tr><th>kind accuracy</th><td>{:.3}</td></tr>\
          <tr><th>first alert's kind</th><td>{:.3}</td></tr>\
          <tr><th>false alerts</th><td>{} in {:.1} h = {:.3} per hour</td></tr>\
-         <tr><th>detection delay</th><td>median {}, max {}</td></tr></table>",
+         <tr><th>detection delay</th><td>median {}, max {}</td></tr>\
+         <tr><th>sudden incidents</th><td>median {}; slow drifts at most {} after they stood out</td></tr></table>",
         r.recall,
         r.detected,
         r.incidents,
@@ -149,7 +150,9 @@ fn summary(html: &mut String, r: &EvalReport) {
         r.hours,
         r.false_per_hour,
         secs(r.median_delay_s),
-        secs(r.max_delay_s)
+        secs(r.max_delay_s),
+        secs(r.sudden_median_delay_s),
+        secs(r.drift_max_delay_s)
     );
     html.push_str("<h2>Per incident</h2><table><tr><th>incident</th><th>entity</th><th>found</th><th>kind</th><th>delay</th></tr>");
     for (n, x) in r.per_incident.iter().enumerate() {

@@ -11,6 +11,9 @@ use crate::dataset::labels::{Incident, Trap};
 use crate::detect::AlertKind;
 
 const WARMUP_S: u64 = 30 * 60;
+/// A drift stands out once latency has risen by this share (the detectors' `min_ratio` - 1):
+/// the daily curve moves latency by less.
+const DISTINGUISHABLE_RISE: f64 = 0.5;
 
 type Labels = BTreeMap<String, String>;
 
@@ -56,7 +59,7 @@ pub(super) fn plan_incidents(
         } else {
             0.65
         };
-        let (action, dur, alert_kind, labels) = match kind {
+        let (action, dur, alert_kind, labels, distinguishable_after) = match kind {
             "partition_stall" => {
                 let p = rng.random_range(0..world.groups[g].position.len());
                 let mut labels = world.group_labels(g);
@@ -66,6 +69,7 @@ pub(super) fn plan_incidents(
                     minutes(rng, 6, 15),
                     AlertKind::ConsumerStall,
                     labels,
+                    None,
                 )
             }
             "group_stop" => (
@@ -73,6 +77,7 @@ pub(super) fn plan_incidents(
                 minutes(rng, 5, 12),
                 AlertKind::ConsumerStall,
                 world.group_labels(g),
+                None,
             ),
             "latency_spike" => {
                 let f = rng.random_range(4.0..8.0);
@@ -81,6 +86,7 @@ pub(super) fn plan_incidents(
                     minutes(rng, 5, 12),
                     AlertKind::Latency,
                     world.latencies[l].labels.clone(),
+                    None,
                 )
             }
             "latency_drift" => {
@@ -91,6 +97,8 @@ pub(super) fn plan_incidents(
                     ramp + 300,
                     AlertKind::Latency,
                     world.latencies[l].labels.clone(),
+                    // The climb is linear: it has risen by half once it is 0.5 / (f - 1) up.
+                    Some((ramp as f64 * DISTINGUISHABLE_RISE / (f - 1.0)) as u64),
                 )
             }
             "backlog_growth" if rng.random_bool(0.5) => (
@@ -98,24 +106,28 @@ pub(super) fn plan_incidents(
                 minutes(rng, 15, 25),
                 AlertKind::BacklogGrowth,
                 world.queue_labels(q),
+                None,
             ),
             "backlog_growth" => (
                 Action::SlowGroup(g, slow_share),
                 minutes(rng, 15, 25),
                 AlertKind::BacklogGrowth,
                 world.group_labels(g),
+                None,
             ),
             "rabbit_consumers_gone" => (
                 Action::QueueMode(q, QueueMode::Gone),
                 minutes(rng, 5, 12),
                 AlertKind::ConsumerStall,
                 world.queue_labels(q),
+                None,
             ),
             _ => (
                 Action::QueueMode(q, QueueMode::Stuck),
                 minutes(rng, 5, 12),
                 AlertKind::ConsumerStall,
                 world.queue_labels(q),
+                None,
             ),
         };
         // Leave room after the incident for the backlog to drain before the run ends.
@@ -133,6 +145,7 @@ pub(super) fn plan_incidents(
             labels,
             start: start_ms + t as i64 * 1000,
             end: start_ms + (t + dur) as i64 * 1000,
+            distinguishable_at: distinguishable_after.map(|d| start_ms + (t + d) as i64 * 1000),
         });
         t += dur;
     }
