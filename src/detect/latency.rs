@@ -2,9 +2,10 @@
 //! a median/MAD baseline of the last hour of normal intervals. A thin stream (a few observations
 //! a minute) is judged on its recent intervals pooled until they hold enough observations.
 //!
-//! Two paths fire: a *spike*, `persistence` consecutive intervals beyond `z_threshold`; and a
-//! *drift*, a CUSUM of the z-scores that climbs past `drift_threshold` when latency creeps up too
-//! slowly for any single interval to look extreme. Either must also be `min_ratio` above the
+//! Two paths fire: a *spike*, `persistence` consecutive intervals beyond `z_threshold` (one fewer
+//! for a rise far past anything the stream does); and a *drift*, a CUSUM of the z-scores that
+//! climbs past `drift_threshold` when latency creeps up too slowly for any single interval to look
+//! extreme. Either must also be `min_ratio` above the
 //! baseline. While an episode is open the baseline stops learning, so a long incident cannot
 //! become the new normal.
 //!
@@ -26,6 +27,9 @@ pub const MIN_COUNT: u64 = 3;
 const MIN_LOG_SCALE: f64 = 0.05;
 /// How far past its usual bumps' height a rise must go to be a spike before `long_persistence`.
 const ABOVE_BUMPS: f64 = 1.25;
+/// How far past its usual bumps' height every interval of a rise must stay, besides reaching
+/// `critical_ratio`, to be a spike one interval before `persistence`.
+const FAR_ABOVE_BUMPS: f64 = 2.0;
 
 #[derive(Debug, Clone)]
 pub struct LatencyDetector {
@@ -35,6 +39,8 @@ pub struct LatencyDetector {
     streak: usize,
     /// The highest p50 and p99 ratios of the current abnormal run.
     peak: [f64; 2],
+    /// The lowest ratio of the current abnormal run (of whichever quantile moved more).
+    run_low: f64,
     /// How high this stream's short bumps rise, for p50 and p99 (ratios, in thousandths): a
     /// stream's tail may bump high while its median holds steady.
     bumps: [Cadence; 2],
@@ -50,6 +56,7 @@ impl LatencyDetector {
             p99: RobustHistory::new(cfg.history_intervals),
             streak: 0,
             peak: [0.0; 2],
+            run_low: 0.0,
             bumps: [Cadence::default(); 2],
             cusum: 0.0,
             active: false,
@@ -63,6 +70,19 @@ impl LatencyDetector {
             let usual = bumps.highest().map_or(0.0, |b| b as f64 / 1000.0);
             *peak >= self.cfg.min_ratio.max(usual * ABOVE_BUMPS)
         })
+    }
+
+    /// Whether every interval of the current run stood at `critical_ratio` and far past anything
+    /// the stream's bumps reach: such a rise need not wait out the last interval of
+    /// `persistence`, though a single interval never fires.
+    fn far_above_everything(&self) -> bool {
+        let bumps = self
+            .bumps
+            .iter()
+            .filter_map(|b| b.highest())
+            .max()
+            .map_or(0.0, |b| b as f64 / 1000.0);
+        self.run_low >= self.cfg.critical_ratio.max(bumps * FAR_ABOVE_BUMPS)
     }
 
     fn learn(&mut self, x50: f64, x99: f64) {
@@ -94,6 +114,11 @@ impl Detector for LatencyDetector {
         let abnormal = z >= self.cfg.z_threshold && ratio >= self.cfg.min_ratio;
         if abnormal {
             self.streak += 1;
+            self.run_low = if self.streak == 1 {
+                ratio
+            } else {
+                self.run_low.min(ratio)
+            };
             for (peak, r) in self.peak.iter_mut().zip(ratios) {
                 *peak = peak.max(r);
             }
@@ -111,7 +136,8 @@ impl Detector for LatencyDetector {
         self.cusum = (self.cusum + z.min(self.cfg.z_threshold) - self.cfg.drift_slack).max(0.0);
 
         let spike = self.streak >= self.cfg.long_persistence
-            || (self.streak >= self.cfg.persistence && self.above_bumps());
+            || (self.streak >= self.cfg.persistence && self.above_bumps())
+            || (self.streak + 1 >= self.cfg.persistence.max(3) && self.far_above_everything());
         let drift = self.cusum >= self.cfg.drift_threshold && ratio >= self.cfg.min_ratio;
         let sustained = self.active
             && z >= self.cfg.z_threshold / 2.0
@@ -182,10 +208,10 @@ mod tests {
     #[test]
     fn a_single_slow_interval_does_not_fire() {
         let mut d = warmed();
-        assert!(d.on_interval(Some(&q(400.0, 2000.0))).is_none());
-        assert!(d.on_interval(Some(&steady(1))).is_none());
-        assert!(d.on_interval(Some(&q(400.0, 2000.0))).is_none());
-        assert!(d.on_interval(Some(&q(400.0, 2000.0))).is_none());
+        for i in 0..4 {
+            assert!(d.on_interval(Some(&q(400.0, 2000.0))).is_none());
+            assert!(d.on_interval(Some(&steady(i))).is_none());
+        }
         for i in 0..20 {
             assert!(d.on_interval(Some(&steady(i))).is_none());
         }
@@ -195,6 +221,16 @@ mod tests {
     fn a_sustained_spike_fires_once_it_persists() {
         let mut d = warmed();
         for _ in 1..LatencyConfig::default().persistence {
+            assert!(d.on_interval(Some(&q(80.0, 300.0))).is_none());
+        }
+        let f = d.on_interval(Some(&q(80.0, 300.0))).expect("fires");
+        assert_eq!(f.severity, Severity::Warning);
+    }
+
+    #[test]
+    fn a_spike_far_past_anything_the_stream_does_fires_an_interval_sooner() {
+        let mut d = warmed();
+        for _ in 2..LatencyConfig::default().persistence {
             assert!(d.on_interval(Some(&q(300.0, 900.0))).is_none());
         }
         let f = d.on_interval(Some(&q(300.0, 900.0))).expect("fires");
@@ -247,13 +283,13 @@ mod tests {
             assert!(!bump(&mut d, 4, &doubled), "a usual bump fired");
         }
         // A rise past its bumps is still a spike after `persistence` intervals...
-        let fivefold = |i| {
+        let threefold = |i| {
             let s = steady(i);
-            q(s.p50 * 5.0, s.p99 * 5.0)
+            q(s.p50 * 3.0, s.p99 * 3.0)
         };
         let mut fired_at = None;
         for i in 0..cfg.persistence {
-            if d.on_interval(Some(&fivefold(i))).is_some() {
+            if d.on_interval(Some(&threefold(i))).is_some() {
                 fired_at = Some(i + 1);
                 break;
             }
