@@ -5,7 +5,8 @@
 //! makes one threshold fit a quiet queue and a busy topic alike and gives the drain-time projection
 //! in the alert. Growth is judged with the Mann-Kendall trend statistic over the fresh samples of
 //! the last `growth_window`: a burst that drains promptly, or a rebalance blip, has no sustained
-//! trend over that window. No progress at all is a stall, which is another detector's business.
+//! trend over that window. Consumers that take in well below what usually arrives are not absorbing
+//! any burst, and half the window of growth is enough to believe them slowed. No progress at all is a stall, which is another detector's business.
 //!
 //! Consumers that report progress in steps (a sink committing once a minute) make the lag a
 //! sawtooth. The detector learns how often progress comes ([`Cadence`]) and judges only the
@@ -38,6 +39,9 @@ const STEP_ALLOWANCE: f64 = 1.5;
 const MIN_STEP_SHARE: f64 = 0.25;
 /// Share of the window's peak the backlog must still be at to count as growing.
 const PEAK_SHARE: f64 = 0.9;
+/// Consumption below this share of what usually arrives is a slowdown: growth over half the
+/// window is enough to believe it.
+const SLOWED_SHARE: f64 = 0.8;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BacklogInput {
@@ -60,9 +64,16 @@ pub struct BacklogDetector {
     rate: Option<f64>,
     /// The consumption rate while little waits, over about half an hour: what arrives as a rule.
     usual_rate: Option<f64>,
+    /// Intervals the usual rate has learned from: a plain mean until there are enough for the
+    /// half hour's smoothing, so its first, unrepresentative value does not linger.
+    usual_seen: u32,
     /// When consumers last made progress, and how long apart their steps of progress usually are.
     progressed_at: Option<i64>,
     steps: Cadence,
+    /// When a fresh sample of the backlog last came, and the usual time between them: steps of
+    /// progress no longer apart than that are only the scraping, not a consumer's own rhythm.
+    fresh_at: Option<i64>,
+    spacing_ms: i64,
     /// The last time consumers had made no progress: growth counts only after it.
     stalled_at: i64,
     samples: VecDeque<(i64, f64)>,
@@ -75,8 +86,11 @@ impl BacklogDetector {
             cfg: cfg.clone(),
             rate: None,
             usual_rate: None,
+            usual_seen: 0,
             progressed_at: None,
             steps: Cadence::default(),
+            fresh_at: None,
+            spacing_ms: 0,
             stalled_at: i64::MIN,
             samples: VecDeque::new(),
             active: false,
@@ -90,6 +104,17 @@ impl Detector for BacklogDetector {
     fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {
         let now_rate = x.consumed / x.interval_secs;
         let interval_ms = (x.interval_secs * 1000.0) as i64;
+        if x.fresh {
+            if let Some(t) = self.fresh_at {
+                let gap = x.now - t;
+                self.spacing_ms += if self.spacing_ms == 0 {
+                    gap
+                } else {
+                    (gap - self.spacing_ms) / 8
+                };
+            }
+            self.fresh_at = Some(x.now);
+        }
         // Smoothed over a minute, or over three steps for consumers that progress in steps.
         let step_intervals = self.steps.typical().unwrap_or(0) as f64 / interval_ms as f64;
         let alpha = RATE_ALPHA.min(1.0 / (3.0 * step_intervals).max(1.0));
@@ -127,33 +152,47 @@ impl Detector for BacklogDetector {
             return None;
         }
         let backlog_secs = x.backlog / rate;
-        let (first_t, first) = *self.samples.front()?;
+        let usual = *self.usual_rate.get_or_insert(rate);
+        // Consumers that fell well behind what usually arrives are not absorbing a burst: their
+        // backlog's growth needs a shorter run to be believed.
+        let slowed = rate < SLOWED_SHARE * usual;
+        let judge_ms = if slowed {
+            (window_ms / 2).max(WINDOW_STEPS * step_ms)
+        } else {
+            window_ms
+        };
+        let all = self.samples.make_contiguous();
+        let judged = &all[all.partition_point(|&(t, _)| t <= x.now - judge_ms)..];
+        let &(first_t, first) = judged.first()?;
         // The whole window must be one of progress: what piled up during a stall and drains now
         // is the stall's story, not a backlog's.
-        let covered = x.now - first_t >= window_ms * 3 / 4
-            && x.now.saturating_sub(self.stalled_at) >= window_ms;
-        let tau = mann_kendall_tau(self.samples.iter().map(|s| s.1));
+        let covered = x.now - first_t >= judge_ms * 3 / 4
+            && x.now.saturating_sub(self.stalled_at) >= judge_ms;
+        let tau = mann_kendall_tau(judged.iter().map(|s| s.1));
         // Still at its peak: a burst already draining is not growth, however it rose.
-        let peak = self.samples.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+        let peak = judged.iter().map(|s| s.1).fold(f64::MIN, f64::max);
         let growing = covered
             && tau >= self.cfg.growth_share
             && x.backlog >= PEAK_SHARE * peak
-            && rises_throughout(&self.samples)
+            && rises_throughout(judged)
             && x.backlog > first;
         // A consumer that progresses in steps holds up to a step's worth of backlog as a matter
-        // of course (and a scrape may land anywhere in the step): that much is its normal.
-        let usual_secs = if step_ms > interval_ms {
+        // of course (and a scrape may land anywhere in the step): that much is its normal. Steps
+        // within one and a half sample spacings are the scraping's, not the consumer's.
+        let spacing_ms = self.spacing_ms.max(interval_ms);
+        let usual_secs = if step_ms > spacing_ms + spacing_ms / 2 {
             STEP_ALLOWANCE * step_ms as f64 / 1000.0
         } else {
             0.0
         };
         let min_secs = self.cfg.min_backlog_seconds + usual_secs;
-        let usual = *self.usual_rate.get_or_insert(rate);
         let absorbing =
             rate > usual && x.backlog / (rate - usual) < self.cfg.critical_backlog_seconds;
         // With little waiting, what is consumed is what arrives.
         if backlog_secs < min_secs {
-            self.usual_rate = Some(usual + USUAL_RATE_ALPHA * (rate - usual));
+            self.usual_seen = self.usual_seen.saturating_add(1);
+            let alpha = USUAL_RATE_ALPHA.max(1.0 / self.usual_seen as f64);
+            self.usual_rate = Some(usual + alpha * (rate - usual));
         }
         let fire = growing && backlog_secs >= min_secs && !absorbing;
         let sustain = self.active && tau > 0.0 && backlog_secs >= min_secs / 2.0;
@@ -191,8 +230,8 @@ impl Detector for BacklogDetector {
 
 /// Whether the backlog rose through every quarter of the window, not in one burst: the median of
 /// each quarter must exceed the one before by a fair share of the average step.
-fn rises_throughout(samples: &VecDeque<(i64, f64)>) -> bool {
-    let (Some(&(t0, _)), Some(&(t1, _))) = (samples.front(), samples.back()) else {
+fn rises_throughout(samples: &[(i64, f64)]) -> bool {
+    let (Some(&(t0, _)), Some(&(t1, _))) = (samples.first(), samples.last()) else {
         return false;
     };
     let span = (t1 - t0).max(1);
@@ -322,6 +361,68 @@ mod tests {
         run(&mut at_limit, 0, 1800, |t| 100.0 + noise(t), 100.0);
         let surge = |t: i64| 100.0 + noise(t) + 140.0 * (t - 1800) as f64;
         assert!(run(&mut at_limit, 1800, 600, surge, 100.0).is_some());
+    }
+
+    /// Scraped every 15 s on a 10 s grid, as the pipeline sees it: consumption shows only in
+    /// the intervals with a fresh sample. Returns seconds from `from_s` to the first finding.
+    fn scraped(
+        d: &mut BacklogDetector,
+        from_s: i64,
+        secs: i64,
+        lag: impl Fn(i64) -> f64,
+        rate: f64,
+    ) -> Option<i64> {
+        let mut last_fresh = from_s;
+        (from_s..from_s + secs).step_by(10).find_map(|t| {
+            let fresh = t % 30 < 20;
+            let consumed = if fresh {
+                rate * (t - last_fresh) as f64
+            } else {
+                0.0
+            };
+            if fresh {
+                last_fresh = t;
+            }
+            let x = BacklogInput {
+                now: t * 1000,
+                backlog: lag(t),
+                fresh,
+                consumed,
+                interval_secs: 10.0,
+                time_lag: None,
+            };
+            d.on_interval(x).map(|_| t - from_s)
+        })
+    }
+
+    #[test]
+    fn consumers_that_step_with_the_scrapes_have_no_step_of_backlog_as_their_normal() {
+        let mut d = BacklogDetector::new(&BacklogConfig::default());
+        assert!(scraped(&mut d, 0, 1800, |t| 100.0 + noise(t), 100.0).is_none());
+        // Consumers slow to 65% of what arrives: 35 messages/s pile up, a minute of consumption
+        // within two. Their progress shows only at the scrapes, which is not a rhythm of theirs.
+        let grow = |t: i64| 100.0 + noise(t) + 35.0 * (t - 1800) as f64;
+        let fired = scraped(&mut d, 1800, 600, grow, 65.0).expect("fires");
+        assert!(fired <= 160, "after {fired} s");
+    }
+
+    #[test]
+    fn consumers_fallen_behind_what_arrives_are_believed_sooner_than_a_surge() {
+        // Consumers that always carry 30 s of backlog: a little more is soon a minute's worth.
+        let warm = || {
+            let mut d = BacklogDetector::new(&BacklogConfig::default());
+            assert!(scraped(&mut d, 0, 1800, |t| 3000.0 + noise(t), 100.0).is_none());
+            d
+        };
+        let grow = |t: i64| 3000.0 + noise(t) + 35.0 * (t - 1800) as f64;
+        // Slowed to 65% of what arrives: half the window of growth is enough.
+        let slowed = scraped(&mut warm(), 1800, 600, grow, 65.0).expect("fires");
+        // The same pile-up with consumers at their usual pace is a surge: most of the window.
+        let surge = scraped(&mut warm(), 1800, 600, grow, 100.0).expect("fires");
+        assert!(
+            slowed + 40 <= surge,
+            "slowdown after {slowed} s, surge after {surge} s"
+        );
     }
 
     #[test]
