@@ -275,6 +275,18 @@ fn mann_kendall_tau(values: impl Iterator<Item = f64> + Clone) -> f64 {
 mod tests {
     use super::*;
 
+    /// The 10 s interval ending at second `t`.
+    fn at(t: i64, backlog: f64, fresh: bool, consumed: f64) -> BacklogInput {
+        BacklogInput {
+            now: t * 1000,
+            backlog,
+            fresh,
+            consumed,
+            interval_secs: 10.0,
+            time_lag: None,
+        }
+    }
+
     fn run(
         d: &mut BacklogDetector,
         from_s: i64,
@@ -284,14 +296,7 @@ mod tests {
     ) -> Option<i64> {
         let mut first = None;
         for t in (from_s..from_s + secs).step_by(10) {
-            let x = BacklogInput {
-                now: t * 1000,
-                backlog: lag(t),
-                fresh: t % 15 < 10,
-                consumed: rate * 10.0,
-                interval_secs: 10.0,
-                time_lag: None,
-            };
+            let x = at(t, lag(t), t % 15 < 10, rate * 10.0);
             if d.on_interval(x).is_some() && first.is_none() {
                 first = Some(t);
             }
@@ -383,14 +388,7 @@ mod tests {
             if fresh {
                 last_fresh = t;
             }
-            let x = BacklogInput {
-                now: t * 1000,
-                backlog: lag(t),
-                fresh,
-                consumed,
-                interval_secs: 10.0,
-                time_lag: None,
-            };
+            let x = at(t, lag(t), fresh, consumed);
             d.on_interval(x).map(|_| t - from_s)
         })
     }
