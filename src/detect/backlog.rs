@@ -5,8 +5,9 @@
 //! makes one threshold fit a quiet queue and a busy topic alike and gives the drain-time projection
 //! in the alert. Growth is judged with the Mann-Kendall trend statistic over the fresh samples of
 //! the last `growth_window`: a burst that drains promptly, or a rebalance blip, has no sustained
-//! trend over that window. Consumers that take in well below what usually arrives are not absorbing
-//! any burst, and half the window of growth is enough to believe them slowed. No progress at all is a stall, which is another detector's business.
+//! trend over that window. Consumers that take in well below what usually arrives are not
+//! absorbing any burst, and half the window of growth is enough to believe them slowed. No
+//! progress at all is a stall, which is another detector's business.
 //!
 //! Consumers that report progress in steps (a sink committing once a minute) make the lag a
 //! sawtooth. The detector learns how often progress comes ([`Cadence`]) and judges only the
@@ -23,6 +24,7 @@ use std::collections::VecDeque;
 
 use super::{AlertKind, Cadence, Detector, Finding, Severity};
 use crate::config::BacklogConfig;
+use crate::window::Gauge;
 
 /// Smoothing of the consumption rate: about a minute at 10 s intervals.
 const RATE_ALPHA: f64 = 0.15;
@@ -70,10 +72,9 @@ pub struct BacklogDetector {
     /// When consumers last made progress, and how long apart their steps of progress usually are.
     progressed_at: Option<i64>,
     steps: Cadence,
-    /// When a fresh sample of the backlog last came, and the usual time between them: steps of
-    /// progress no longer apart than that are only the scraping, not a consumer's own rhythm.
-    fresh_at: Option<i64>,
-    spacing_ms: i64,
+    /// The fresh samples of the backlog, for their usual spacing: steps of progress no further
+    /// apart than that are only the scraping, not a consumer's own rhythm.
+    sampled: Gauge,
     /// The last time consumers had made no progress: growth counts only after it.
     stalled_at: i64,
     samples: VecDeque<(i64, f64)>,
@@ -89,8 +90,7 @@ impl BacklogDetector {
             usual_seen: 0,
             progressed_at: None,
             steps: Cadence::default(),
-            fresh_at: None,
-            spacing_ms: 0,
+            sampled: Gauge::default(),
             stalled_at: i64::MIN,
             samples: VecDeque::new(),
             active: false,
@@ -105,15 +105,7 @@ impl Detector for BacklogDetector {
         let now_rate = x.consumed / x.interval_secs;
         let interval_ms = (x.interval_secs * 1000.0) as i64;
         if x.fresh {
-            if let Some(t) = self.fresh_at {
-                let gap = x.now - t;
-                self.spacing_ms += if self.spacing_ms == 0 {
-                    gap
-                } else {
-                    (gap - self.spacing_ms) / 8
-                };
-            }
-            self.fresh_at = Some(x.now);
+            self.sampled.update(x.now, x.backlog);
         }
         // Smoothed over a minute, or over three steps for consumers that progress in steps.
         let step_intervals = self.steps.typical().unwrap_or(0) as f64 / interval_ms as f64;
@@ -179,7 +171,7 @@ impl Detector for BacklogDetector {
         // A consumer that progresses in steps holds up to a step's worth of backlog as a matter
         // of course (and a scrape may land anywhere in the step): that much is its normal. Steps
         // within one and a half sample spacings are the scraping's, not the consumer's.
-        let spacing_ms = self.spacing_ms.max(interval_ms);
+        let spacing_ms = self.sampled.spacing.max(interval_ms);
         let usual_secs = if step_ms > spacing_ms + spacing_ms / 2 {
             STEP_ALLOWANCE * step_ms as f64 / 1000.0
         } else {

@@ -5,9 +5,8 @@
 //! Two paths fire: a *spike*, `persistence` consecutive intervals beyond `z_threshold` (one fewer
 //! for a rise far past anything the stream does); and a *drift*, a CUSUM of the z-scores that
 //! climbs past `drift_threshold` when latency creeps up too slowly for any single interval to look
-//! extreme. Either must also be `min_ratio` above the
-//! baseline. While an episode is open the baseline stops learning, so a long incident cannot
-//! become the new normal.
+//! extreme. Either must also be `min_ratio` above the baseline. While an episode is open the
+//! baseline stops learning, so a long incident cannot become the new normal.
 //!
 //! Some streams bump: a consumer group that rebalances every quarter of an hour doubles its
 //! messages' latency for half a minute each time, often between two scrapes that could have
@@ -56,7 +55,7 @@ impl LatencyDetector {
             p99: RobustHistory::new(cfg.history_intervals),
             streak: 0,
             peak: [0.0; 2],
-            run_low: 0.0,
+            run_low: f64::INFINITY,
             bumps: [Cadence::default(); 2],
             cusum: 0.0,
             active: false,
@@ -114,11 +113,7 @@ impl Detector for LatencyDetector {
         let abnormal = z >= self.cfg.z_threshold && ratio >= self.cfg.min_ratio;
         if abnormal {
             self.streak += 1;
-            self.run_low = if self.streak == 1 {
-                ratio
-            } else {
-                self.run_low.min(ratio)
-            };
+            self.run_low = self.run_low.min(ratio);
             for (peak, r) in self.peak.iter_mut().zip(ratios) {
                 *peak = peak.max(r);
             }
@@ -132,6 +127,7 @@ impl Detector for LatencyDetector {
             }
             self.streak = 0;
             self.peak = [0.0; 2];
+            self.run_low = f64::INFINITY;
         }
         self.cusum = (self.cusum + z.min(self.cfg.z_threshold) - self.cfg.drift_slack).max(0.0);
 
