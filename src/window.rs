@@ -16,7 +16,14 @@ pub struct IntervalQuantiles {
     /// The 99th percentile, but never the single largest value: one outlier cannot move it.
     pub p99: f64,
     pub max: f64,
+    /// Where the interval holds fewer than [`SETTLED_COUNT`] observations (and the stream has
+    /// seen that many): the median of its newest `SETTLED_COUNT`. A thin stream's level, steadier
+    /// than its pooled intervals, for judging slow changes.
+    pub settled_p50: Option<f64>,
 }
+
+/// How many of a stream's newest observations make its [`IntervalQuantiles::settled_p50`].
+pub const SETTLED_COUNT: usize = 16;
 
 /// Largest latency recorded as itself; anything above is recorded as this (one hour).
 const MAX_RECORDED_US: u64 = 3_600_000_000;
@@ -26,6 +33,9 @@ pub struct LatencyWindow {
     slots: Vec<i64>,
     /// Where thin intervals are pooled; kept so that pooling does not allocate once warm.
     pooled: Histogram<u32>,
+    /// The newest observations in arrival order (a ring), and how many were ever recorded.
+    newest: [f32; SETTLED_COUNT],
+    recorded: u64,
 }
 
 impl LatencyWindow {
@@ -37,6 +47,8 @@ impl LatencyWindow {
             ring: vec![h.clone(); intervals],
             slots: vec![i64::MIN; intervals],
             pooled: h,
+            newest: [0.0; SETTLED_COUNT],
+            recorded: 0,
         }
     }
 
@@ -49,6 +61,8 @@ impl LatencyWindow {
         let us = ((value_ms * 1000.0).round() as u64).clamp(1, MAX_RECORDED_US);
         // Saturate rather than fail: a u32 count overflows only past 4 billion values per slot.
         let _ = self.ring[i].record(us);
+        self.newest[(self.recorded % SETTLED_COUNT as u64) as usize] = value_ms as f32;
+        self.recorded += 1;
     }
 
     /// Quantiles of one slot, if it recorded anything.
@@ -59,12 +73,17 @@ impl LatencyWindow {
 
     /// Quantiles of the newest evidence at `slot`: the slot alone when it holds `min_count`
     /// observations, else pooled with the slots before it (within the ring) until it does. `None`
-    /// when the slot recorded nothing new, or the whole ring holds fewer than `min_count`: a thin
-    /// stream is judged as often as it says enough, never on one or two values.
+    /// when the slot recorded nothing new, or the whole ring holds fewer than `min_count` and the
+    /// stream has no settled level yet: a thin stream's quantiles are judged as often as it says
+    /// enough, never on one or two values (a `count` below `min_count` says they are not).
     pub fn recent(&mut self, slot: i64, min_count: u64) -> Option<IntervalQuantiles> {
         let newest = self.interval(slot)?;
+        let settled_p50 = self.settled_p50(newest.count);
         if newest.count >= min_count {
-            return Some(newest);
+            return Some(IntervalQuantiles {
+                settled_p50,
+                ..newest
+            });
         }
         self.pooled.reset();
         for back in 0..self.ring.len() as i64 {
@@ -74,10 +93,26 @@ impl LatencyWindow {
             }
             let _ = self.pooled.add(&self.ring[i]);
             if self.pooled.len() >= min_count {
-                return Some(quantiles(&self.pooled));
+                break;
             }
         }
-        None
+        (self.pooled.len() >= min_count || settled_p50.is_some()).then(|| IntervalQuantiles {
+            settled_p50,
+            ..quantiles(&self.pooled)
+        })
+    }
+
+    /// The median of the newest [`SETTLED_COUNT`] observations, for an interval of `count` that
+    /// holds fewer.
+    fn settled_p50(&self, count: u64) -> Option<f64> {
+        if count >= SETTLED_COUNT as u64 || self.recorded < SETTLED_COUNT as u64 {
+            return None;
+        }
+        let mut v = self.newest;
+        let (low, upper, _) = v.select_nth_unstable_by(SETTLED_COUNT / 2, f32::total_cmp);
+        // An even count: the mean of the two middle values.
+        let lower = low.iter().copied().fold(f32::MIN, f32::max);
+        Some((lower as f64 + *upper as f64) / 2.0)
     }
 
     /// Quantiles over the rolling window ending with `slot`.
@@ -116,6 +151,7 @@ fn quantiles(h: &Histogram<u32>) -> IntervalQuantiles {
         p50: ms(h.value_at_quantile(0.5)),
         p99: ms(h.value_at_quantile(q99)),
         max: ms(h.max()),
+        settled_p50: None,
     }
 }
 
@@ -253,6 +289,25 @@ mod tests {
         assert_eq!(w.recent(30, 3), None, "older slots left the ring");
     }
 
+    #[test]
+    fn a_thin_stream_carries_the_median_of_its_newest_observations() {
+        let mut w = LatencyWindow::new(6, 2);
+        // One observation a slot, far apart: older than the ring, yet still the newest 16.
+        for i in 0..SETTLED_COUNT as i64 - 1 {
+            w.record(i * 10, 40.0 + i as f64);
+            assert_eq!(w.recent(i * 10, 1).unwrap().settled_p50, None, "not 16 yet");
+        }
+        w.record(200, 1000.0);
+        let q = w.recent(200, 1).unwrap();
+        assert_eq!(q.count, 1);
+        // 40..=54 and 1000: the middle two are 47 and 48.
+        assert_eq!(q.settled_p50, Some(47.5));
+        // An interval that holds enough is its own settled level.
+        for _ in 0..SETTLED_COUNT {
+            w.record(201, 60.0);
+        }
+        assert_eq!(w.recent(201, 1).unwrap().settled_p50, None);
+    }
     #[test]
     fn a_gauge_estimates_how_long_its_value_held_from_the_samples_around_the_change() {
         let mut g = Gauge::default();

@@ -35,9 +35,15 @@ pub struct LatencyDetector {
     cfg: LatencyConfig,
     p50: RobustHistory,
     p99: RobustHistory,
+    /// A thin stream's settled level (the median of its newest observations): its drifts are
+    /// judged on it, since its pooled intervals are too few to tell a slow rise from noise.
+    settled: RobustHistory,
     streak: usize,
-    /// The highest p50 and p99 ratios of the current abnormal run.
+    /// The highest p50 and p99 ratios of the current abnormal run: what its bumps are learned by.
     peak: [f64; 2],
+    /// The second highest: how high the run rose more than once, what it is judged by, since
+    /// one interval's tail can rise far for a single slow message.
+    reached_twice: [f64; 2],
     /// The lowest ratio of the current abnormal run (of whichever quantile moved more).
     run_low: f64,
     /// How high this stream's short bumps rise, for p50 and p99 (ratios, in thousandths): a
@@ -53,8 +59,10 @@ impl LatencyDetector {
             cfg: cfg.clone(),
             p50: RobustHistory::new(cfg.history_intervals),
             p99: RobustHistory::new(cfg.history_intervals),
+            settled: RobustHistory::new(cfg.history_intervals),
             streak: 0,
             peak: [0.0; 2],
+            reached_twice: [0.0; 2],
             run_low: f64::INFINITY,
             bumps: [Cadence::default(); 2],
             cusum: 0.0,
@@ -63,12 +71,23 @@ impl LatencyDetector {
     }
 
     /// Whether the current run rose past the stream's usual bumps (in p50 or p99) and
-    /// `min_ratio`, as it must to fire before `long_persistence`.
+    /// `min_ratio` in two of its intervals, as it must to fire before `long_persistence`.
+    /// A stream not yet watched for a full history may not have shown how high its bumps rise (a
+    /// rebalance may lift its latency a few fold for half a minute): until it has, only a rise to
+    /// `critical_ratio` counts as past them.
     fn above_bumps(&self) -> bool {
-        self.peak.iter().zip(&self.bumps).any(|(peak, bumps)| {
-            let usual = bumps.highest().map_or(0.0, |b| b as f64 / 1000.0);
-            *peak >= self.cfg.min_ratio.max(usual * ABOVE_BUMPS)
-        })
+        let young = self.p99.len() < self.cfg.history_intervals;
+        self.reached_twice
+            .iter()
+            .zip(&self.bumps)
+            .any(|(height, bumps)| {
+                let past = match bumps.highest() {
+                    Some(b) => b as f64 / 1000.0 * ABOVE_BUMPS,
+                    None if young => self.cfg.critical_ratio,
+                    None => 0.0,
+                };
+                *height >= self.cfg.min_ratio.max(past)
+            })
     }
 
     /// Whether every interval of the current run stood at `critical_ratio` and far past anything
@@ -84,9 +103,20 @@ impl LatencyDetector {
         self.run_low >= self.cfg.critical_ratio.max(bumps * FAR_ABOVE_BUMPS)
     }
 
-    fn learn(&mut self, x50: f64, x99: f64) {
+    fn learn(&mut self, x50: f64, x99: f64, settled: Option<f64>) {
         self.p50.push(x50);
         self.p99.push(x99);
+        if let Some(x) = settled {
+            self.settled.push(x);
+        }
+    }
+
+    /// The settled level's z-score, ratio and value, once its history is long enough to judge.
+    fn settled_judgement(&self, x: Option<f64>) -> Option<(f64, f64, f64)> {
+        let x = x.filter(|_| self.settled.len() >= self.cfg.warmup_intervals)?;
+        let median = self.settled.median();
+        let z = robust_z(x, median, self.settled.scale(), MIN_LOG_SCALE);
+        Some((z, (x - median).exp(), x.exp()))
     }
 }
 
@@ -94,10 +124,14 @@ impl Detector for LatencyDetector {
     type Input<'a> = Option<&'a IntervalQuantiles>;
 
     fn on_interval(&mut self, q: Option<&IntervalQuantiles>) -> Option<Finding> {
-        let q = q.filter(|q| q.count >= MIN_COUNT)?;
+        let q = q?;
+        let settled = q.settled_p50.map(|m| m.max(1e-3).ln());
+        if q.count < MIN_COUNT {
+            return self.on_settled_only(settled?);
+        }
         let (x50, x99) = (q.p50.max(1e-3).ln(), q.p99.max(1e-3).ln());
         if self.p99.len() < self.cfg.warmup_intervals {
-            self.learn(x50, x99);
+            self.learn(x50, x99, settled);
             return None;
         }
         let z50 = robust_z(x50, self.p50.median(), self.p50.scale(), MIN_LOG_SCALE);
@@ -105,16 +139,22 @@ impl Detector for LatencyDetector {
         let (e50, e99) = (self.p50.median().exp(), self.p99.median().exp());
         let ratios = [q.p50 / e50.max(1e-3), q.p99 / e99.max(1e-3)];
         // Judge by whichever quantile moved more, in units of its own spread.
-        let (z, metric, observed, expected, ratio) = if z99 >= z50 {
-            (z99, "p99", q.p99, e99, ratios[1])
+        let (z, metric, observed, ratio) = if z99 >= z50 {
+            (z99, "p99", q.p99, ratios[1])
         } else {
-            (z50, "p50", q.p50, e50, ratios[0])
+            (z50, "p50", q.p50, ratios[0])
         };
         let abnormal = z >= self.cfg.z_threshold && ratio >= self.cfg.min_ratio;
         if abnormal {
             self.streak += 1;
             self.run_low = self.run_low.min(ratio);
-            for (peak, r) in self.peak.iter_mut().zip(ratios) {
+            for ((peak, twice), r) in self
+                .peak
+                .iter_mut()
+                .zip(&mut self.reached_twice)
+                .zip(ratios)
+            {
+                *twice = twice.max(r.min(*peak));
                 *peak = peak.max(r);
             }
         } else {
@@ -127,14 +167,17 @@ impl Detector for LatencyDetector {
             }
             self.streak = 0;
             self.peak = [0.0; 2];
+            self.reached_twice = [0.0; 2];
             self.run_low = f64::INFINITY;
         }
-        self.cusum = (self.cusum + z.min(self.cfg.z_threshold) - self.cfg.drift_slack).max(0.0);
+        // A thin stream drifts in its settled level; a full interval is its own.
+        let drifting = self.settled_judgement(settled);
+        let (drift_z, drift_ratio) = drifting.map_or((z, ratio), |(z, r, _)| (z, r));
+        let drift = self.drifted(drift_z, drift_ratio);
 
         let spike = self.streak >= self.cfg.long_persistence
             || (self.streak >= self.cfg.persistence && self.above_bumps())
             || (self.streak + 1 >= self.cfg.persistence.max(3) && self.far_above_everything());
-        let drift = self.cusum >= self.cfg.drift_threshold && ratio >= self.cfg.min_ratio;
         let sustained = self.active
             && z >= self.cfg.z_threshold / 2.0
             && ratio >= 1.0 + (self.cfg.min_ratio - 1.0) / 2.0;
@@ -145,18 +188,61 @@ impl Detector for LatencyDetector {
                 // Over, but the next rise of the same slow trend should not start from nothing.
                 self.cusum = self.cusum.min(self.cfg.drift_threshold / 2.0);
             }
-            self.learn(x50, x99);
+            self.learn(x50, x99, settled);
             return None;
         }
-        let how = if spike || !drift { "" } else { ", drifting up" };
-        Some(Finding {
+        // A drift seen only in the settled level is reported in it.
+        Some(match drifting {
+            Some((z, r, m)) if drift && !spike => self.finding(true, "p50", m, r, z),
+            _ => self.finding(drift && !spike, metric, observed, ratio, z),
+        })
+    }
+}
+
+impl LatencyDetector {
+    /// Adds a judgement's z-score to the drift sum; whether it has climbed past
+    /// `drift_threshold` with latency `min_ratio` up.
+    fn drifted(&mut self, z: f64, ratio: f64) -> bool {
+        self.cusum = (self.cusum + z.min(self.cfg.z_threshold) - self.cfg.drift_slack).max(0.0);
+        self.cusum >= self.cfg.drift_threshold && ratio >= self.cfg.min_ratio
+    }
+
+    /// An interval too thin for quantiles of its own (its ring holds fewer than [`MIN_COUNT`])
+    /// still moves the stream's settled level `x`: a slow drift is judged on it alone, and
+    /// nothing else changes.
+    fn on_settled_only(&mut self, x: f64) -> Option<Finding> {
+        let Some((z, ratio, observed)) = self.settled_judgement(Some(x)) else {
+            self.settled.push(x);
+            return None;
+        };
+        if !self.drifted(z, ratio) {
+            if !self.active {
+                self.settled.push(x);
+            }
+            return None;
+        }
+        self.active = true;
+        Some(self.finding(true, "p50", observed, ratio, z))
+    }
+
+    fn finding(
+        &self,
+        drift: bool,
+        metric: &'static str,
+        observed: f64,
+        ratio: f64,
+        z: f64,
+    ) -> Finding {
+        let how = if drift { ", drifting up" } else { "" };
+        let expected = observed / ratio;
+        Finding {
             kind: AlertKind::Latency,
             severity: if ratio >= self.cfg.critical_ratio {
                 Severity::Critical
             } else {
                 Severity::Warning
             },
-            detector: if drift && !spike {
+            detector: if drift {
                 "latency_drift"
             } else {
                 "latency_spike"
@@ -170,7 +256,7 @@ impl Detector for LatencyDetector {
             ),
             detail: Vec::new(),
             context: Vec::new(),
-        })
+        }
     }
 }
 
@@ -184,6 +270,7 @@ mod tests {
             p50,
             p99,
             max: p99 * 1.2,
+            settled_p50: None,
         }
     }
 
@@ -193,9 +280,10 @@ mod tests {
         q(40.0 * wiggle, 120.0 * wiggle)
     }
 
+    /// A detector that has watched a steady stream for a full history.
     fn warmed() -> LatencyDetector {
         let mut d = LatencyDetector::new(&LatencyConfig::default());
-        for i in 0..100 {
+        for i in 0..LatencyConfig::default().history_intervals {
             assert!(d.on_interval(Some(&steady(i))).is_none());
         }
         d
@@ -234,6 +322,62 @@ mod tests {
         assert_eq!(f.severity, Severity::Critical);
         assert!(f.observed / f.expected > 5.0);
         assert!(f.summary.contains("expected"), "{}", f.summary);
+    }
+
+    #[test]
+    fn a_stream_not_yet_watched_for_an_hour_pages_on_a_moderate_rise_only_once_it_lasts() {
+        let mut d = LatencyDetector::new(&LatencyConfig::default());
+        for i in 0..100 {
+            assert!(d.on_interval(Some(&steady(i))).is_none());
+        }
+        let cfg = LatencyConfig::default();
+        // Doubled for four intervals: it may be how this stream bumps, which it has not shown.
+        for _ in 0..4 {
+            assert!(d.on_interval(Some(&q(80.0, 240.0))).is_none());
+        }
+        for i in 0..30 {
+            assert!(d.on_interval(Some(&steady(i))).is_none());
+        }
+        // Doubled for as long as no bump lasts is a spike all the same.
+        let fired_at = (0..cfg.long_persistence)
+            .position(|_| d.on_interval(Some(&q(80.0, 240.0))).is_some())
+            .map(|i| i + 1);
+        assert_eq!(fired_at, Some(cfg.long_persistence));
+        for i in 0..30 {
+            d.on_interval(Some(&steady(i)));
+        }
+        // Five-fold is past any bump: a spike within `persistence`.
+        let fired_at = (0..cfg.persistence)
+            .position(|_| d.on_interval(Some(&q(200.0, 600.0))).is_some())
+            .map(|i| i + 1);
+        assert!(fired_at.is_some(), "not within {}", cfg.persistence);
+    }
+
+    #[test]
+    fn a_rise_is_judged_by_what_it_reached_twice_not_by_one_slow_message() {
+        // A stream whose short bumps reach about 1.6x, three times seen.
+        let bumped = || {
+            let mut d = warmed();
+            for _ in 0..3 {
+                for _ in 0..2 {
+                    assert!(d.on_interval(Some(&q(64.0, 192.0))).is_none());
+                }
+                for i in 0..30 {
+                    assert!(d.on_interval(Some(&steady(i))).is_none());
+                }
+            }
+            d
+        };
+        // One interval's tail tenfold, the rest of the run at the usual bump height: a bump.
+        let mut d = bumped();
+        assert!(d.on_interval(Some(&q(64.0, 1200.0))).is_none());
+        assert!(d.on_interval(Some(&q(64.0, 192.0))).is_none());
+        assert!(d.on_interval(Some(&q(64.0, 192.0))).is_none());
+        // Twice past it is a spike.
+        let mut d = bumped();
+        assert!(d.on_interval(Some(&q(64.0, 300.0))).is_none());
+        assert!(d.on_interval(Some(&q(64.0, 300.0))).is_none());
+        assert!(d.on_interval(Some(&q(64.0, 192.0))).is_some());
     }
 
     #[test]
@@ -327,6 +471,42 @@ mod tests {
     }
 
     #[test]
+    fn a_thin_stream_drifting_up_is_found_in_its_settled_level() {
+        // A few observations a minute: every other judged interval pools three of them, the
+        // others hold too few for quantiles; each carries the median of the newest sixteen.
+        let thin = |i: usize, factor: f64| {
+            let one = 40.0 * factor * (0.5 + ((i * 7919) % 11) as f64 / 10.0);
+            let settled = 40.0 * factor * (1.0 + 0.1 * (((i * 104_729) % 7) as f64 / 3.0 - 1.0));
+            IntervalQuantiles {
+                count: if i % 2 == 0 { 3 } else { 1 },
+                p50: one,
+                p99: 2.0 * one,
+                max: 2.0 * one,
+                settled_p50: Some(settled),
+            }
+        };
+        let mut d = LatencyDetector::new(&LatencyConfig::default());
+        for i in 0..600 {
+            assert!(d.on_interval(Some(&thin(i, 1.0))).is_none(), "interval {i}");
+        }
+        let found = (0..90).find_map(|i| {
+            let factor = 1.0 + 2.0 * i as f64 / 90.0;
+            d.on_interval(Some(&thin(i, factor))).map(|f| (f, factor))
+        });
+        let (f, factor) = found.expect("drift found");
+        assert_eq!(f.detector, "latency_drift");
+        assert!(factor < 2.0, "found only at {factor:.2}x");
+        // Without a settled level, an interval too thin for quantiles is not judged at all.
+        let bare = IntervalQuantiles {
+            settled_p50: None,
+            ..thin(1, 5.0)
+        };
+        assert!(LatencyDetector::new(&LatencyConfig::default())
+            .on_interval(Some(&bare))
+            .is_none());
+    }
+
+    #[test]
     fn quiet_noise_never_fires() {
         let mut d = warmed();
         for i in 0..2000 {
@@ -343,6 +523,7 @@ mod tests {
             p50: 900.0,
             p99: 900.0,
             max: 900.0,
+            settled_p50: None,
         };
         assert!(d.on_interval(Some(&thin)).is_none());
         assert!(d.on_interval(Some(&thin)).is_none());
