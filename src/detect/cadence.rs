@@ -6,6 +6,8 @@
 //! keeps the lengths of the last freezes that ended in progress and gives a high quantile of them,
 //! so one freeze that was an incident (or a scrape gap) does not teach it that stalls are normal.
 
+use crate::window::Gauge;
+
 /// Freezes remembered: enough for the quantile to ignore a few outliers, few enough to follow a
 /// consumer that changes its schedule within the hour.
 const KEPT: usize = 32;
@@ -32,6 +34,19 @@ impl Cadence {
     pub fn observe(&mut self, length: i64) {
         self.lengths[self.seen % KEPT] = length.clamp(0, u32::MAX as i64) as u32;
         self.seen += 1;
+    }
+
+    /// One more freeze of `gauge` ended at its latest change, having begun at `began`. A freeze
+    /// that no sample showed (the gauge moved at every sample, across a lost scrape) was no pause
+    /// of its own: it is learned as one sample spacing.
+    pub fn observe_freeze(&mut self, began: i64, gauge: &Gauge) {
+        let length = gauge.changed_at - began;
+        let unseen = gauge.before_change.is_none_or(|b| b <= began);
+        self.observe(if unseen && gauge.spacing > 0 {
+            length.min(gauge.spacing)
+        } else {
+            length
+        });
     }
 
     /// The usual longest freeze (the 90th percentile of those kept), once enough were seen.
@@ -86,6 +101,35 @@ mod tests {
         assert_eq!(c.typical(), None);
         c.observe(75_000);
         assert_eq!(c.typical(), Some(75_000));
+    }
+
+    #[test]
+    fn a_freeze_no_sample_showed_is_learned_as_one_sample_spacing() {
+        // Scraped every 30 s and moving at every scrape; the scrape at 90 s is lost, and at 180 s
+        // one shows it unmoved.
+        let mut g = Gauge::default();
+        let mut c = Cadence::default();
+        let mut began = 0;
+        for (t, v) in [
+            (0, 0.0),
+            (30, 1.0),
+            (60, 2.0),
+            (120, 3.0),
+            (150, 4.0),
+            (180, 4.0),
+            (210, 5.0),
+        ] {
+            let before = g.changed_at;
+            g.update(t * 1000, v);
+            if t > 0 && g.changed_at > before {
+                c.observe_freeze(began, &g);
+                began = g.changed_at;
+            }
+        }
+        let learned: Vec<u32> = c.lengths[..c.seen].to_vec();
+        // The lost scrape's 60 s is one spacing (30 s smoothed toward 60: 33.75 s); the 60 s
+        // that a sample saw frozen is a pause of its own.
+        assert_eq!(learned, [30_000, 30_000, 33_750, 30_000, 60_000]);
     }
 
     #[test]

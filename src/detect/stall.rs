@@ -305,8 +305,9 @@ struct LastAck {
     ready: f64,
     unacked: f64,
     redelivered: f64,
-    /// Whether messages were waiting or held then: only such pauses teach the ack cadence.
-    busy: bool,
+    /// Whether the pause since can teach the ack cadence: messages were waiting or held when it
+    /// began, and no consumer left or was found stuck during it (that pause was an incident).
+    teaches: bool,
 }
 
 impl QueueStallDetector {
@@ -352,6 +353,13 @@ impl QueueStallDetector {
         (unacked > 0.0 && piling && for_ms >= limit).then_some(for_ms)
     }
 
+    /// The current pause in acks is an incident's, not the consumers' pace: it teaches nothing.
+    fn pause_is_no_cadence(&mut self) {
+        if let Some(last) = self.at_last_ack.as_mut() {
+            last.teaches = false;
+        }
+    }
+
     fn finding(&self, detector: &'static str, for_ms: i64, ready: f64, summary: String) -> Finding {
         let critical = for_ms >= self.cfg.critical_after.as_millis() as i64;
         Finding {
@@ -385,17 +393,20 @@ impl Detector for QueueStallDetector {
         if q.acks.last.is_some() {
             let t = q.acks.changed_at;
             if self.at_last_ack.is_none_or(|l| l.at != t) {
-                if let Some(last) = self.at_last_ack.filter(|l| l.busy) {
-                    self.ack_cadence.observe(t - last.at);
+                if let Some(last) = self.at_last_ack.filter(|l| l.teaches) {
+                    self.ack_cadence.observe_freeze(last.at, &q.acks);
                 }
                 self.at_last_ack = Some(LastAck {
                     at: t,
                     ready,
                     unacked: q.unacked.unwrap_or(0.0),
                     redelivered,
-                    busy: ready > 0.0 || q.unacked.is_some_and(|u| u > 0.0),
+                    teaches: ready > 0.0 || q.unacked.is_some_and(|u| u > 0.0),
                 });
             }
+        }
+        if q.consumers.value() == Some(0.0) {
+            self.pause_is_no_cadence();
         }
         if let Some(for_ms) = self.no_consumers(q, ready) {
             return Some(self.finding(
@@ -416,6 +427,7 @@ impl Detector for QueueStallDetector {
             } else {
                 format!("the unacked grew from {:.0}", last.unacked)
             };
+            self.pause_is_no_cadence();
             return Some(self.finding(
                 "unacked_stuck",
                 for_ms,
@@ -851,6 +863,29 @@ mod tests {
             silent_for(95).expect("1.5 x 60 s passed").detector,
             "unacked_stuck"
         );
+    }
+
+    #[test]
+    fn a_pause_while_the_consumers_were_gone_teaches_nothing_of_their_ack_pace() {
+        let mut d = QueueStallDetector::new(&StallConfig::default());
+        // Three acks 10 s apart with work waiting: a pace of 10 s.
+        for t in (0..=3).map(|i| i * 10 * S) {
+            assert!(d
+                .on_interval(&queue(t, 5.0, 2.0, 1.0, -1000 * S, t))
+                .is_none());
+        }
+        // The consumers leave for five minutes (an incident of its own), then come back.
+        for t in (4..34).map(|i| i * 10 * S) {
+            d.on_interval(&queue(t, 5.0 + t as f64 / 1000.0, 0.0, 0.0, 40 * S, 30 * S));
+        }
+        assert!(d
+            .on_interval(&queue(340 * S, 300.0, 2.0, 1.0, 340 * S, 340 * S))
+            .is_none());
+        // Stuck 30 s later: judged by the 10 s pace, not by the five minutes without consumers.
+        let f = d
+            .on_interval(&queue(370 * S, 400.0, 10.0, 1.0, 340 * S, 340 * S))
+            .expect("stuck past the floor");
+        assert_eq!(f.detector, "unacked_stuck");
     }
 
     #[test]

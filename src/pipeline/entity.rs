@@ -64,7 +64,8 @@ impl GroupPartition {
         let start = moved_at.max(self.lag_zero_at);
         if let Some((previous_start, previous_move)) = self.clock {
             if moved_at > previous_move {
-                self.cadence.observe(moved_at - previous_start);
+                self.cadence
+                    .observe_freeze(previous_start, &self.committed.gauge);
             }
         }
         if self.committed.gauge.last.is_some() {
