@@ -20,6 +20,9 @@ pub struct IntervalQuantiles {
     /// seen that many): the median of its newest `SETTLED_COUNT`. A thin stream's level, steadier
     /// than its pooled intervals, for judging slow changes.
     pub settled_p50: Option<f64>,
+    /// Where the interval was pooled with earlier ones: the median of its own observations, what
+    /// it brings that is new.
+    pub newest_p50: Option<f64>,
 }
 
 /// How many of a stream's newest observations make its [`IntervalQuantiles::settled_p50`].
@@ -98,6 +101,7 @@ impl LatencyWindow {
         }
         (self.pooled.len() >= min_count || settled_p50.is_some()).then(|| IntervalQuantiles {
             settled_p50,
+            newest_p50: Some(newest.p50),
             ..quantiles(&self.pooled)
         })
     }
@@ -152,6 +156,7 @@ fn quantiles(h: &Histogram<u32>) -> IntervalQuantiles {
         p99: ms(h.value_at_quantile(q99)),
         max: ms(h.max()),
         settled_p50: None,
+        newest_p50: None,
     }
 }
 
@@ -275,14 +280,19 @@ mod tests {
         w.record(12, 400.0);
         let q = w.recent(12, 3).expect("three values in three slots");
         assert_eq!(q.count, 3);
+        assert!(
+            q.newest_p50.is_some_and(|p| (396.0..404.0).contains(&p)),
+            "{q:?}"
+        );
         assert!((41.0..43.0).contains(&q.p50), "{q:?}");
         assert_eq!(w.recent(13, 3), None, "nothing new in slot 13");
         for v in [50.0, 51.0, 52.0] {
             w.record(14, v);
         }
+        let alone = w.recent(14, 3).unwrap();
         assert_eq!(
-            w.recent(14, 3).unwrap().count,
-            3,
+            (alone.count, alone.newest_p50),
+            (3, None),
             "a full slot stands alone"
         );
         w.record(30, 45.0);

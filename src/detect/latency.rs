@@ -147,7 +147,13 @@ impl Detector for LatencyDetector {
         } else {
             (z50, "p50", q.p50, ratios[0])
         };
-        let abnormal = z >= self.cfg.z_threshold && ratio >= self.cfg.min_ratio;
+        // A pooled interval carries its earlier slots' values: it extends a run only if its own
+        // new observations are high, or one slow slot would count for every interval it is
+        // pooled into.
+        let fresh = q
+            .newest_p50
+            .is_none_or(|p| p / e50.max(1e-3) >= self.cfg.min_ratio);
+        let abnormal = z >= self.cfg.z_threshold && ratio >= self.cfg.min_ratio && fresh;
         if abnormal {
             self.streak += 1;
             self.run_low = self.run_low.min(ratio);
@@ -274,6 +280,7 @@ mod tests {
             p99,
             max: p99 * 1.2,
             settled_p50: None,
+            newest_p50: None,
         }
     }
 
@@ -393,6 +400,27 @@ mod tests {
     }
 
     #[test]
+    fn one_slow_slot_pooled_into_the_next_intervals_is_no_run() {
+        let pooled = |newest: f64| IntervalQuantiles {
+            count: 4,
+            newest_p50: Some(newest),
+            ..q(90.0, 270.0)
+        };
+        let mut d = warmed();
+        assert!(d.on_interval(Some(&q(90.0, 270.0))).is_none());
+        // The next two bring one ordinary observation each, pooled with the slow slot.
+        assert!(d.on_interval(Some(&pooled(40.0))).is_none());
+        assert!(d.on_interval(Some(&pooled(42.0))).is_none());
+        for i in 0..20 {
+            assert!(d.on_interval(Some(&steady(i))).is_none());
+        }
+        // New observations as slow as the pool carry the run.
+        assert!(d.on_interval(Some(&q(90.0, 270.0))).is_none());
+        assert!(d.on_interval(Some(&pooled(88.0))).is_none());
+        assert!(d.on_interval(Some(&pooled(92.0))).is_some());
+    }
+
+    #[test]
     fn a_slow_drift_fires_before_it_doubles_latency_for_long() {
         let mut d = warmed();
         let mut fired_at = None;
@@ -495,6 +523,7 @@ mod tests {
                 p99: 2.0 * one,
                 max: 2.0 * one,
                 settled_p50: Some(settled),
+                newest_p50: None,
             }
         };
         let mut d = LatencyDetector::new(&LatencyConfig::default());
@@ -536,6 +565,7 @@ mod tests {
             p99: 900.0,
             max: 900.0,
             settled_p50: None,
+            newest_p50: None,
         };
         assert!(d.on_interval(Some(&thin)).is_none());
         assert!(d.on_interval(Some(&thin)).is_none());
