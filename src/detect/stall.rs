@@ -60,13 +60,26 @@ pub struct GroupStallDetector {
     /// The most members the group has been seen with: a lone consumer restarting leaves its
     /// group empty for as long as a rebalance takes.
     most_members: f64,
+    /// When its membership was first seen, whether it was empty at the last look, and whether it
+    /// has ever emptied and filled again: a group that has not in an hour is not one that
+    /// empties between runs.
+    first_seen: Option<i64>,
+    empty: bool,
+    emptied_before: bool,
 }
+
+/// How long a group must have been watched without emptying for an empty group to be stopped
+/// whatever its commit cadence.
+const NEVER_EMPTIED_AFTER_MS: i64 = 3_600_000;
 
 impl GroupStallDetector {
     pub fn new(cfg: &StallConfig) -> Self {
         GroupStallDetector {
             cfg: cfg.clone(),
             most_members: 0.0,
+            first_seen: None,
+            empty: false,
+            emptied_before: false,
         }
     }
 
@@ -126,8 +139,16 @@ impl GroupStallDetector {
     /// consumer), whose commits are overdue by its own cadence on a partition with lag, is
     /// stopped. `memberless_ms` is how long it has
     /// had none ([`memberless_for`]). A lone consumer restarting (a deploy, a rebalance) leaves
-    /// its group memberless for a while but commits again before it is overdue.
-    fn group_stopped(&self, memberless_ms: i64, parts: &[PartitionView]) -> bool {
+    /// its group memberless for a while but commits again before it is overdue; a batch job
+    /// leaves it empty between runs. A group watched for an hour that never emptied is neither:
+    /// empty with lag, it is stopped without waiting for a commit to be overdue.
+    fn group_stopped(&self, memberless_ms: i64, parts: &[PartitionView], members: &Gauge) -> bool {
+        let never_empties = !self.emptied_before
+            && self.first_seen.is_some_and(|t| {
+                members
+                    .last
+                    .is_some_and(|s| s.ts - t >= NEVER_EMPTIED_AFTER_MS)
+            });
         let after = if self.most_members <= 1.0 {
             self.cfg.stall_after
         } else {
@@ -144,7 +165,7 @@ impl GroupStallDetector {
                     self.cfg.stall_after.as_millis() as i64,
                 );
                 let frozen = p.frozen_seen_ms();
-                p.lag.is_some_and(|l| l > 0.0) && frozen >= overdue
+                p.lag.is_some_and(|l| l > 0.0) && (never_empties || frozen >= overdue)
             })
     }
 }
@@ -202,8 +223,13 @@ impl Detector for GroupStallDetector {
         } = view;
 
         self.most_members = self.most_members.max(members.value().unwrap_or(0.0));
+        if let Some(s) = members.last {
+            self.first_seen.get_or_insert(s.ts);
+            self.emptied_before |= self.empty && s.value > 0.0;
+            self.empty = s.value == 0.0;
+        }
         let no_members_for = memberless_for(members, self.most_members);
-        let stopped = self.group_stopped(no_members_for, parts);
+        let stopped = self.group_stopped(no_members_for, parts, members);
         let mut stalled: smallvec::SmallVec<[&PartitionView; 16]> = parts
             .iter()
             .filter(|p| {
@@ -664,6 +690,50 @@ mod tests {
                 members: &members(3.0, 20 * S)
             })
             .is_some());
+    }
+
+    #[test]
+    fn a_sink_that_has_not_emptied_in_an_hour_is_stopped_once_empty_before_its_commit_is_due() {
+        const H: i64 = 3600 * S;
+        // Two consumers committing every 60 s, their last commit 55 s ago; empty since H + 15 s.
+        let judge = |d: &mut GroupStallDetector, samples: &[(i64, f64)]| {
+            let mut g = Gauge::default();
+            for &(t, v) in samples {
+                g.update(t, v);
+            }
+            let now = g.last.unwrap().ts;
+            let p = PartitionView {
+                cadence_ms: Some(60 * S),
+                spacing_ms: 15 * S,
+                seen_at: now,
+                ..part("0", 400.0, now - 55 * S)
+            };
+            d.on_interval(GroupView {
+                group: "orders-archive-sink",
+                partitions: &[p],
+                members: &g,
+            })
+        };
+        let empty_now = [
+            (H, 2.0),
+            (H + 15 * S, 0.0),
+            (H + 30 * S, 0.0),
+            (H + 45 * S, 0.0),
+        ];
+        let mut watched = GroupStallDetector::new(&StallConfig::default());
+        assert!(judge(&mut watched, &[(0, 2.0)]).is_none());
+        let f = judge(&mut watched, &empty_now).expect("empty for 30 s");
+        assert_eq!(f.detector, "group_stopped");
+        // A group that has emptied before, or has been watched for less than an hour, may be a
+        // batch job between runs: it waits until a commit is overdue.
+        let mut batch = GroupStallDetector::new(&StallConfig::default());
+        assert!(judge(&mut batch, &[(0, 2.0)]).is_none());
+        assert!(judge(&mut batch, &[(0, 2.0), (600 * S, 0.0)]).is_none());
+        assert!(judge(&mut batch, &[(600 * S, 0.0), (615 * S, 2.0)]).is_none());
+        assert!(judge(&mut batch, &empty_now).is_none());
+        let mut new = GroupStallDetector::new(&StallConfig::default());
+        assert!(judge(&mut new, &[(H / 2, 2.0)]).is_none());
+        assert!(judge(&mut new, &empty_now).is_none());
     }
 
     #[test]
