@@ -313,7 +313,12 @@ pub struct QueueView {
     /// Redelivered total and consumer utilisation (0 to 1), where the poller reports them.
     pub redelivered: Option<f64>,
     pub utilisation: Option<f64>,
+    /// The published total, where the poller reports it.
+    pub published: Option<f64>,
 }
+
+/// Fewer arrivals than this say too little of how long a queue's consumers have been gone.
+const MIN_ARRIVALS: f64 = 20.0;
 
 #[derive(Debug, Clone)]
 pub struct QueueStallDetector {
@@ -323,6 +328,9 @@ pub struct QueueStallDetector {
     at_last_ack: Option<LastAck>,
     /// How long acks usually pause while there is work: a batch consumer acks once a minute.
     ack_cadence: Cadence,
+    /// The queue at the last sample that showed consumers: when, its ready depth and published
+    /// total. What arrived since and was left unconsumed tells when they left.
+    connected: Option<(i64, f64, f64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -342,17 +350,40 @@ impl QueueStallDetector {
             cfg: cfg.clone(),
             at_last_ack: None,
             ack_cadence: Cadence::default(),
+            connected: None,
         }
     }
 
     /// Rule 3 — a queue with ready messages and no consumers for `no_consumers_after` is
-    /// stalled; returns for how long.
+    /// stalled; returns for how long. How long is what the samples show ([`Gauge::held_for`],
+    /// which needs two of them: one may be a reconnect), or what the inflow left unconsumed
+    /// since the last sample with consumers tells ([`Self::gone_since_inflow`]), whichever is
+    /// longer: a reconnect leaves a few seconds' worth of messages ready, consumers gone for
+    /// good all of them.
     fn no_consumers(&self, q: &QueueView, ready: f64) -> Option<i64> {
         if q.consumers.value() != Some(0.0) || ready <= 0.0 {
             return None;
         }
-        let for_ms = q.consumers.held_for();
+        let for_ms = q.consumers.held_for().max(self.gone_since_inflow(q, ready));
         (for_ms >= self.cfg.no_consumers_after.as_millis() as i64).then_some(for_ms)
+    }
+
+    /// How long the consumers have been gone, judged by the share of what was published since
+    /// the last sample with consumers that is still ready: all of it, and they left right after
+    /// that sample; none, and they left just now. 0 where too few messages arrived to tell, or
+    /// the totals fell (the broker restarted).
+    fn gone_since_inflow(&self, q: &QueueView, ready: f64) -> i64 {
+        let (Some((at, ready_then, published_then)), Some(published), Some(now)) =
+            (self.connected, q.published, q.consumers.last.map(|s| s.ts))
+        else {
+            return 0;
+        };
+        let arrived = published - published_then;
+        if arrived < MIN_ARRIVALS {
+            return 0;
+        }
+        let left_unconsumed = ((ready - ready_then) / arrived).clamp(0.0, 1.0);
+        ((now - at) as f64 * left_unconsumed) as i64
     }
 
     /// Rule 4 — consumers that hold unacked messages and have acked nothing for `no_acks_after`
@@ -430,6 +461,12 @@ impl Detector for QueueStallDetector {
                     teaches: ready > 0.0 || q.unacked.is_some_and(|u| u > 0.0),
                 });
             }
+        }
+        match (q.consumers.last, q.published) {
+            (Some(c), Some(published)) if c.value > 0.0 => {
+                self.connected = Some((c.ts, ready, published));
+            }
+            _ => {}
         }
         if q.consumers.value() == Some(0.0) {
             self.pause_is_no_cadence();
@@ -897,6 +934,7 @@ mod tests {
             acks,
             redelivered: Some(0.0),
             utilisation: None,
+            published: None,
         }
     }
 
@@ -974,6 +1012,43 @@ mod tests {
             "{}",
             f.summary
         );
+    }
+
+    #[test]
+    fn consumers_gone_since_the_last_scrape_are_told_by_the_inflow_they_left_unconsumed() {
+        // Scraped every 30 s: two consumers keep the queue empty, 8 messages/s arrive.
+        let look = |d: &mut QueueStallDetector, t: i64, consumers: f64, ready: f64, published| {
+            let mut c = Gauge::default();
+            c.update(t - 30 * S, 2.0);
+            c.update(t, consumers);
+            d.on_interval(&QueueView {
+                ready: Some(ready),
+                unacked: Some(0.0),
+                consumers: c,
+                acks: Gauge::default(),
+                redelivered: None,
+                utilisation: None,
+                published: Some(published),
+            })
+        };
+        let judged = |consumers_then: f64, ready: f64, published: f64| {
+            let mut d = QueueStallDetector::new(&StallConfig::default());
+            assert!(look(&mut d, 0, consumers_then, 0.0, 1000.0).is_none());
+            look(&mut d, 30 * S, 0.0, ready, published)
+        };
+        // 240 arrived, 180 still ready: gone for the last 22 s of the gap.
+        let f = judged(2.0, 180.0, 1240.0).expect("gone at the first sample that shows it");
+        assert_eq!(f.detector, "no_consumers");
+        assert!(
+            f.context.contains(&("stalled_seconds", 22.5)),
+            "{:?}",
+            f.context
+        );
+        // A reconnect of a few seconds leaves a few seconds' worth ready: one sample is a blip.
+        assert!(judged(2.0, 30.0, 1240.0).is_none());
+        // At a trickle, a few messages tell nothing; nor does a broker that restarted.
+        assert!(judged(2.0, 5.0, 1005.0).is_none());
+        assert!(judged(2.0, 180.0, 240.0).is_none());
     }
 
     #[test]

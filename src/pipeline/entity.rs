@@ -337,6 +337,7 @@ impl RabbitQueue {
             acks,
             redelivered: self.redelivered.gauge.value(),
             utilisation: self.utilisation.value(),
+            published: self.published.gauge.value(),
         };
         self.stall.judge(now, &self.entity, &view, out);
         let input = BacklogInput {
