@@ -60,10 +60,11 @@ pub struct GroupStallDetector {
     /// The most members the group has been seen with: a lone consumer restarting leaves its
     /// group empty for as long as a rebalance takes.
     most_members: f64,
-    /// When its membership was first seen, whether it was empty at the last look, and whether it
-    /// has ever emptied and filled again: a group that has not in an hour is not one that
-    /// empties between runs.
-    first_seen: Option<i64>,
+    /// When it was first seen with members, whether it was empty at the last look, and whether it
+    /// has emptied and filled again since: a group that has not in an hour is not one that
+    /// empties between runs. (One never seen with members may be one whose exporter cannot count
+    /// them.)
+    with_members_since: Option<i64>,
     empty: bool,
     emptied_before: bool,
 }
@@ -77,7 +78,7 @@ impl GroupStallDetector {
         GroupStallDetector {
             cfg: cfg.clone(),
             most_members: 0.0,
-            first_seen: None,
+            with_members_since: None,
             empty: false,
             emptied_before: false,
         }
@@ -141,10 +142,15 @@ impl GroupStallDetector {
     /// had none ([`memberless_for`]). A lone consumer restarting (a deploy, a rebalance) leaves
     /// its group memberless for a while but commits again before it is overdue; a batch job
     /// leaves it empty between runs. A group watched for an hour that never emptied is neither:
-    /// empty with lag, it is stopped without waiting for a commit to be overdue.
+    /// empty with lag, it is stopped without waiting for a commit to be overdue. A group that
+    /// committed after it was first seen empty has consumers at work, whatever the count says
+    /// (an exporter may not count the members of every group protocol).
     fn group_stopped(&self, memberless_ms: i64, parts: &[PartitionView], members: &Gauge) -> bool {
+        if parts.iter().any(|p| p.moved_at > members.changed_at) {
+            return false;
+        }
         let never_empties = !self.emptied_before
-            && self.first_seen.is_some_and(|t| {
+            && self.with_members_since.is_some_and(|t| {
                 members
                     .last
                     .is_some_and(|s| s.ts - t >= NEVER_EMPTIED_AFTER_MS)
@@ -154,6 +160,12 @@ impl GroupStallDetector {
         } else {
             self.cfg.no_members_after
         };
+        // A group never seen with members gives no sign of when it stopped, if it did.
+        let unlearned = if self.with_members_since.is_some() {
+            self.cfg.stall_after
+        } else {
+            self.cfg.stall_after_unlearned
+        };
         memberless_ms >= after.as_millis() as i64
             && parts.iter().any(|p| {
                 // Without members nothing will commit: the cadence alone is the limit, no floor.
@@ -162,7 +174,7 @@ impl GroupStallDetector {
                     p.spacing_ms,
                     0,
                     self.cfg.cadence_factor,
-                    self.cfg.stall_after.as_millis() as i64,
+                    unlearned.as_millis() as i64,
                 );
                 let frozen = p.frozen_seen_ms();
                 p.lag.is_some_and(|l| l > 0.0) && (never_empties || frozen >= overdue)
@@ -224,8 +236,10 @@ impl Detector for GroupStallDetector {
 
         self.most_members = self.most_members.max(members.value().unwrap_or(0.0));
         if let Some(s) = members.last {
-            self.first_seen.get_or_insert(s.ts);
-            self.emptied_before |= self.empty && s.value > 0.0;
+            if s.value > 0.0 {
+                self.emptied_before |= self.empty && self.with_members_since.is_some();
+                self.with_members_since.get_or_insert(s.ts);
+            }
             self.empty = s.value == 0.0;
         }
         let no_members_for = memberless_for(members, self.most_members);
@@ -364,7 +378,12 @@ impl QueueStallDetector {
         if q.consumers.value() != Some(0.0) || ready <= 0.0 {
             return None;
         }
-        let for_ms = q.consumers.held_for().max(self.gone_since_inflow(q, ready));
+        let mut for_ms = q.consumers.held_for().max(self.gone_since_inflow(q, ready));
+        // Acks after the consumers were first counted gone show some at work, whatever the count
+        // says: they have been gone no longer than the acks have stood still.
+        if q.acks.last.is_some() && q.acks.changed_at > q.consumers.changed_at {
+            for_ms = for_ms.min(q.acks.held_for());
+        }
         (for_ms >= self.cfg.no_consumers_after.as_millis() as i64).then_some(for_ms)
     }
 
@@ -771,12 +790,22 @@ mod tests {
         let mut new = GroupStallDetector::new(&StallConfig::default());
         assert!(judge(&mut new, &[(H / 2, 2.0)]).is_none());
         assert!(judge(&mut new, &empty_now).is_none());
+        // Nor does a group never seen with members: its exporter may not count them at all.
+        let mut uncounted = GroupStallDetector::new(&StallConfig::default());
+        assert!(judge(&mut uncounted, &[(0, 0.0)]).is_none());
+        let never = [
+            (H, 0.0),
+            (H + 15 * S, 0.0),
+            (H + 30 * S, 0.0),
+            (H + 45 * S, 0.0),
+        ];
+        assert!(judge(&mut uncounted, &never).is_none());
     }
 
     #[test]
     fn a_group_without_members_is_stopped_and_critical() {
         let mut d = GroupStallDetector::new(&StallConfig::default());
-        let parts = [part("0", 50.0, 70 * S), part("1", 60.0, 70 * S)];
+        let parts = [part("0", 50.0, 55 * S), part("1", 60.0, 55 * S)];
         let healthy = [part("0", 50.0, 90 * S)];
         let four = members(4.0, 0);
         assert!(d
@@ -798,6 +827,27 @@ mod tests {
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.detector, "group_stopped");
         assert_eq!(f.detail[0].1, "0,1");
+    }
+
+    #[test]
+    fn a_group_that_commits_while_counted_empty_is_not_stopped() {
+        // Counted for an hour, then no more (its consumers moved to a group protocol the exporter
+        // cannot count), while its offsets keep moving.
+        let mut d = GroupStallDetector::new(&StallConfig::default());
+        let mut m = members(2.0, 0);
+        for t in (0..=4200).step_by(15) {
+            m.update(t * S, if t < 3600 { 2.0 } else { 0.0 });
+            let moving = [PartitionView {
+                seen_at: t * S,
+                ..part("0", 40.0, t * S - 5 * S)
+            }];
+            let f = d.on_interval(GroupView {
+                group: "kip848",
+                partitions: &moving,
+                members: &m,
+            });
+            assert!(f.is_none(), "at {t} s: {f:?}");
+        }
     }
 
     #[test]
@@ -1049,6 +1099,18 @@ mod tests {
         // At a trickle, a few messages tell nothing; nor does a broker that restarted.
         assert!(judged(2.0, 5.0, 1005.0).is_none());
         assert!(judged(2.0, 180.0, 240.0).is_none());
+    }
+
+    #[test]
+    fn a_queue_whose_acks_move_while_counted_without_consumers_has_some() {
+        let mut d = QueueStallDetector::new(&StallConfig::default());
+        for t in (1..=30).map(|i| i * 10 * S) {
+            let f = d.on_interval(&queue(t, 5.0, 1.0, 0.0, 0, t));
+            assert!(f.is_none(), "at {t}: {f:?}");
+        }
+        // Until the acks stop: then they are gone, counted or not.
+        let f = d.on_interval(&queue(330 * S, 50.0, 1.0, 0.0, 0, 300 * S));
+        assert_eq!(f.expect("no acks for 30 s").detector, "no_consumers");
     }
 
     #[test]
