@@ -16,7 +16,9 @@ use mqwatch::config::Config;
 use mqwatch::dataset::gen::{generate, GenOptions, DEFAULT_START_MS};
 use mqwatch::event::parse_event;
 use mqwatch::run::{replay, ReplayOptions};
-use mqwatch::status::{Board, EntityKind, EntityStatus, Figures, PartitionStatus, Status};
+use mqwatch::status::{
+    Board, EntityKind, EntityStatus, Figures, PartitionStatus, ShardView, Status,
+};
 use mqwatch::window::LatencyWindow;
 
 const LAG: &str = r#"{"ts":1767225600000,"name":"kafka_consumergroup_lag","labels":{"cluster":"pay-kafka","consumergroup":"auth-service","partition":"3","topic":"payments.authorize"},"value":1532}"#;
@@ -90,8 +92,9 @@ fn replay_file(c: &mut Criterion) {
 fn large_board() -> Arc<Board> {
     let board = Board::new(1, 6, Vec::new());
     {
-        let mut shard = board.shard(0);
+        let mut view = board.worker(0);
         for i in 0..200 {
+            let mut shard = ShardView::default();
             let labels =
                 |k: &str, v: String| vec![("cluster".into(), "pay".into()), (k.into(), v.into())];
             let mut g = EntityStatus::new(
@@ -130,6 +133,7 @@ fn large_board() -> Arc<Board> {
             shard.groups.push(g);
             shard.queues.push(q);
             shard.latencies.push(l);
+            view.shards.push(shard);
         }
     }
     board

@@ -90,7 +90,7 @@ impl Alert {
 }
 
 /// What an alert is about: the labels that name it and a short display name.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
     pub labels: Vec<(Box<str>, Box<str>)>,
     pub display: String,
@@ -119,7 +119,7 @@ impl Entity {
 /// A finding that an episode's cause explains — the latency of a stalled group's messages —
 /// carried in the cause's summary and context instead of alerting on its own: one incident, one
 /// alert, named for its cause.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Symptom {
     /// What the symptom is about, e.g. the latency stream's display name.
     pub on: String,
@@ -139,7 +139,7 @@ impl Symptom {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Open {
     id: String,
     started_at: i64,
@@ -170,12 +170,18 @@ impl Open {
 }
 
 /// The lifecycle of one (entity, detector) pair's episodes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlertTrack {
     open: Option<Open>,
     clean: usize,
     first_clean_at: i64,
+    /// From the config in force ([`AlertTrack::configure`]), never from a checkpoint.
+    #[serde(skip, default = "one")]
     resolve_after: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl AlertTrack {
@@ -188,8 +194,19 @@ impl AlertTrack {
         }
     }
 
+    pub fn configure(&mut self, cfg: &AlertConfig) {
+        self.resolve_after = cfg.resolve_after_intervals.max(1);
+    }
+
     pub fn is_firing(&self) -> bool {
         self.open.is_some()
+    }
+
+    /// The open episode's latest update as of `now`, if one is open: what a restored engine
+    /// delivers again, since the engine that fired it may not have delivered it before it died.
+    pub fn open_alert(&self, now: i64, entity: &Entity) -> Option<Alert> {
+        let open = self.open.as_ref()?;
+        Some(open.alert(AlertState::Firing, now.max(open.started_at), None, entity))
     }
 
     /// The last finding of the open episode.
@@ -264,7 +281,7 @@ impl AlertTrack {
 /// A detector together with the lifecycle of its alerts: what an entity holds for each thing it
 /// is judged on. `judge` runs the detector on one interval, lets a confirmation (the learned
 /// baseline) hold the finding back, and passes any alert update on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Judged<D> {
     pub detector: D,
     track: AlertTrack,
@@ -278,9 +295,20 @@ impl<D: Detector> Judged<D> {
         }
     }
 
+    /// Takes the settings in force, after a restore from a checkpoint.
+    pub fn configure(&mut self, cfg: &D::Config, alerts: &AlertConfig) {
+        self.detector.configure(cfg);
+        self.track.configure(alerts);
+    }
+
     /// Whether an episode of this detector is open.
     pub fn is_firing(&self) -> bool {
         self.track.is_firing()
+    }
+
+    /// The open episode's latest update, if one is open (see [`AlertTrack::open_alert`]).
+    pub fn open_alert(&self, now: i64, entity: &Entity) -> Option<Alert> {
+        self.track.open_alert(now, entity)
     }
 
     /// The last finding of the open episode, if one is open.

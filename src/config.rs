@@ -58,6 +58,32 @@ pub struct Config {
     /// Maintenance windows: `[[silence]]` tables, alerts they match are not delivered.
     #[serde(rename = "silence", skip_serializing_if = "Vec::is_empty")]
     pub silences: Vec<WindowConfig>,
+    /// Durable state of a live run: checkpoints and the journal of accepted alerts.
+    pub state: StateConfig,
+}
+
+/// `[state]`: what a live run keeps on disk so that a restart, or a crash, leaves no blind spot:
+/// a checkpoint of every entity (baselines, learned cadences, open episodes) and the journal of
+/// alerts accepted but not yet confirmed by every sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Where the checkpoint log and the alert journal live; "" keeps nothing, and a restart starts
+    /// cold.
+    pub dir: String,
+    /// How often every entity is checkpointed, besides at shutdown and right after any interval
+    /// that raised an alert.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: "mqwatch-state".into(),
+            checkpoint_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[http]`: where `mqwatch run` serves its API, `/metrics` and dashboard.
@@ -234,6 +260,7 @@ impl Default for Config {
             stdout: true,
             http: HttpConfig::default(),
             silences: Vec::new(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -573,7 +600,7 @@ impl Config {
     /// Parses and validates a config. Errors are one line that names the line, the key and the
     /// nearest valid name, and never echo the config's text (a line may carry a password).
     pub fn parse(text: &str) -> Result<Config, Invalid> {
-        const SECTIONS: [&str; 15] = [
+        const SECTIONS: [&str; 16] = [
             "engine",
             "latency",
             "backlog",
@@ -589,6 +616,7 @@ impl Config {
             "stdout",
             "http",
             "silence",
+            "state",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
@@ -616,6 +644,9 @@ impl Config {
         }
         if e.batch_size == 0 || e.queue_batches == 0 {
             return Err("engine.batch_size and engine.queue_batches must be positive".into());
+        }
+        if self.state.checkpoint_interval < e.interval {
+            return Err("state.checkpoint_interval must be at least engine.interval".into());
         }
         for r in &self.rabbitmq {
             r.validate()?;
@@ -835,6 +866,7 @@ mod tests {
         assert_eq!(c.kafka, vec![crate::kafka::KafkaConfig::default()]);
         assert_eq!(c.stdout, Config::default().stdout);
         assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.state, StateConfig::default());
         assert!(Config::parse("[kafka]\nbootstrap_servers = \"\"").is_err());
         assert!(Config::parse("[rabbitmq]\nuri = \"nope\"").is_err());
     }
@@ -889,7 +921,7 @@ mod tests {
                 .0,
             "line 2: unknown section `stal` (did you mean `stall`?); expected one of \
              engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, \
-             alertmanager, webhook, stdout, http, silence"
+             alertmanager, webhook, stdout, http, silence, state"
         );
         let e = Config::parse("[latency]\nz_treshold = 3.0").unwrap_err().0;
         assert!(e.starts_with("line 2: unknown key `z_treshold`"), "{e}");

@@ -107,7 +107,7 @@ impl RawEvent<'_> {
 }
 
 /// Owned identity of a series, kept once per series by the worker that owns it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 pub struct SeriesKey {
     pub name: Box<str>,
     pub labels: Vec<(Box<str>, Box<str>)>,

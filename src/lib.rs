@@ -14,8 +14,8 @@
 //! [`dataset`] holds the offline tools: the scenario generator, labels and scoring.
 //! [`config`] has every setting with its default; [`telemetry`] counts what came in and what was
 //! refused or dropped; [`link`] tells of each broker connection (reached, lost, back); [`redact`]
-//! keeps secrets out of everything printed. [`run`] joins sources, pipeline and sinks into a
-//! replay or a live run.
+//! keeps secrets out of everything printed. [`state`] keeps checkpoints, so a restart resumes
+//! where the engine stood. [`run`] joins sources, pipeline and sinks into a replay or a live run.
 
 pub mod alert;
 pub mod cmd;
@@ -38,6 +38,7 @@ pub mod shutdown;
 pub mod silence;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod status;
 pub mod telemetry;
 pub mod window;

@@ -8,7 +8,7 @@
 //! what waits; what they cannot is reported by id.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,9 +22,10 @@ use crate::link::Link;
 use crate::pipeline::{Learned, Pipeline};
 use crate::serve::{Served, Server};
 use crate::silence::{Gate, SilenceError, Silences, Window};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Journal, Sink, SinkError};
 use crate::source::file::FileError;
 use crate::source::{FileSource, OnError};
+use crate::state::{FileStore, Restored, StateError, Store};
 use crate::status::Board;
 use crate::telemetry::events::{AlertUndelivered, SourceStopped};
 use crate::telemetry::{emit, InputStats, WorkerStats};
@@ -42,6 +43,9 @@ pub struct ReplayOptions {
     pub learned: Learned,
     /// Raised to stop reading early (Ctrl-C); what was read is still judged and reported.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Resume from the checkpoint in this directory, and leave one there: a replay in parts
+    /// judges as one replay of the whole (the interval open at the end waits for the next part).
+    pub state: Option<PathBuf>,
 }
 
 impl Default for ReplayOptions {
@@ -53,6 +57,7 @@ impl Default for ReplayOptions {
             errors_shown: 20,
             learned: Learned::default(),
             stop: None,
+            state: None,
         }
     }
 }
@@ -90,6 +95,8 @@ pub enum RunError {
     Serve(#[from] crate::serve::ServeError),
     #[error("silences: {0}")]
     Silences(#[from] SilenceError),
+    #[error("state: {0}")]
+    State(#[from] StateError),
     /// Live mode: not one broker answered within the startup window.
     #[error("no broker reachable within {}: {}", humantime::format_duration(*.within), .tried.join("; "))]
     NoBrokerReachable {
@@ -107,11 +114,13 @@ pub fn replay(
 ) -> Result<ReplayReport, RunError> {
     let started = Instant::now();
     let shutdown = config.engine.shutdown_timeout;
-    let (pipeline, alerts) = Pipeline::start_with(config, opts.learned.clone());
-    let delivery = deliver(alerts, sinks, opts.collect, shutdown, None);
+    let (store, restored) = open_state(opts.state.as_deref())?;
+    let (pipeline, alerts) = Pipeline::start_durable(config, opts.learned.clone(), None, store);
+    let delivery = deliver(alerts, sinks, opts.collect, shutdown, None, None);
     let bar = progress_bar(paths, opts.progress);
     let mut errors = Vec::new();
     let mut ingest = pipeline.ingest();
+    resume(&mut ingest, restored, None, 0);
     let source = FileSource {
         paths: paths.to_vec(),
         on_error: opts.on_error,
@@ -175,23 +184,65 @@ impl Shown {
     }
 }
 
+/// Alerts taken from the workers at once, at most: journaled with one sync.
+const DELIVERY_BATCH: usize = 256;
+
+/// The alert journal of a live run with durable state, and what each sink had not confirmed
+/// when the last run ended.
+struct Journaled {
+    journal: Journal,
+    pending: Vec<Vec<Alert>>,
+}
+
+impl Journaled {
+    /// Tells the journal what each sink has confirmed, and lets it write its cursors.
+    fn settle(&mut self, sinks: &[Box<dyn Sink>]) {
+        for (i, s) in sinks.iter().enumerate() {
+            self.journal.confirmed(i, s.confirmed());
+        }
+        if let Err(e) = self.journal.tick() {
+            emit(crate::telemetry::events::StateWriteFailed {
+                store: "alert journal",
+                error: &e,
+            });
+        }
+    }
+}
+
 /// The thread that hands every alert to every sink, in order, and keeps them when asked; in a
-/// served run it records each on the board and holds back what a silence covers. When the
-/// alerts end it closes the sinks with one deadline, `shutdown` from then.
+/// served run it records each on the board and holds back what a silence covers. With a
+/// journal, each alert is on disk before any sink is handed it, and what the last run's sinks
+/// had not confirmed goes first. When the alerts end it closes the sinks with one deadline,
+/// `shutdown` from then.
 fn deliver(
     alerts: crossbeam_channel::Receiver<Alert>,
     mut sinks: Vec<Box<dyn Sink>>,
     collect: bool,
     shutdown: Duration,
     shown: Option<Shown>,
+    mut journaled: Option<Journaled>,
 ) -> std::thread::JoinHandle<Result<Delivered, SinkError>> {
     std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut updates = 0;
         let mut gate = Gate::default();
+        if let Some(j) = &mut journaled {
+            for (i, (s, pending)) in sinks
+                .iter_mut()
+                .zip(std::mem::take(&mut j.pending))
+                .enumerate()
+            {
+                for a in pending {
+                    s.send(&a)?;
+                    j.journal.handed(i);
+                }
+            }
+        }
+        let mut settled = Instant::now();
+        let mut batch = Vec::with_capacity(DELIVERY_BATCH);
         loop {
-            let a = match alerts.recv_timeout(Duration::from_secs(1)) {
-                Ok(a) => a,
+            match alerts.recv_timeout(Duration::from_secs(1)) {
+                Ok(a) => batch.push(a),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     for s in sinks.iter_mut() {
                         s.tick(Instant::now())?;
@@ -199,24 +250,56 @@ fn deliver(
                             shown.board.set_waiting(s.name(), n);
                         }
                     }
+                    if let Some(j) = &mut journaled {
+                        j.settle(&sinks);
+                        settled = Instant::now();
+                    }
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             };
-            updates += 1;
-            if let Some(shown) = &shown {
-                let silenced_by = shown.silencing(&a);
-                shown.board.alerts().record(&a, silenced_by.as_deref());
-                if !gate.passes(&a, silenced_by.is_some()) {
-                    continue;
+            while batch.len() < DELIVERY_BATCH {
+                match alerts.try_recv() {
+                    Ok(a) => batch.push(a),
+                    Err(_) => break,
                 }
             }
-            for s in sinks.iter_mut() {
-                s.send(&a)?;
-                s.tick(Instant::now())?;
+            updates += batch.len() as u64;
+            if let Some(shown) = &shown {
+                batch.retain(|a| {
+                    let silenced_by = shown.silencing(a);
+                    shown.board.alerts().record(a, silenced_by.as_deref());
+                    gate.passes(a, silenced_by.is_some())
+                });
             }
-            if collect {
-                kept.push(a);
+            if let Some(j) = &mut journaled {
+                if let Err(e) = j.journal.append(&batch) {
+                    // Not on disk, but the sinks still get them: a journal that fails must not
+                    // silence the engine.
+                    emit(crate::telemetry::events::StateWriteFailed {
+                        store: "alert journal",
+                        error: &e,
+                    });
+                }
+            }
+            for a in batch.drain(..) {
+                for (i, s) in sinks.iter_mut().enumerate() {
+                    s.send(&a)?;
+                    s.tick(Instant::now())?;
+                    if let Some(j) = &mut journaled {
+                        j.journal.handed(i);
+                    }
+                }
+                if collect {
+                    kept.push(a);
+                }
+            }
+            if let Some(j) = journaled
+                .as_mut()
+                .filter(|_| settled.elapsed() >= Duration::from_secs(1))
+            {
+                j.settle(&sinks);
+                settled = Instant::now();
             }
         }
         let deadline = Instant::now() + shutdown;
@@ -226,6 +309,9 @@ fn deliver(
             if !left.is_empty() {
                 undelivered.push((s.name().to_string(), left));
             }
+        }
+        if let Some(j) = &mut journaled {
+            j.settle(&sinks);
         }
         Ok(Delivered {
             updates,
@@ -268,6 +354,7 @@ pub fn live(
     let bound = (!http.is_empty()).then(|| Server::bind(http)).transpose()?;
     let silences = Arc::new(Mutex::new(load_silences(&config)?));
     let Parts { sources, sinks } = crate::component::build_all(&config)?;
+    let journaled = open_journal(&config, &sinks)?;
     let startup = config.engine.startup_timeout;
     let links: Vec<Arc<Link>> = sources
         .iter()
@@ -298,9 +385,20 @@ pub fn live(
         models,
         features: None,
     };
-    let (pipeline, alerts) = Pipeline::start_shown(config.clone(), learned, board.clone());
+    let dir = &config.state.dir;
+    let (store, restored) = open_state((!dir.is_empty()).then(|| Path::new(dir)))?;
+    let (pipeline, alerts) = Pipeline::start_durable(config.clone(), learned, board.clone(), store);
+    let interval = config.engine.interval_ms();
+    resume(&mut pipeline.ingest(), restored, board.as_deref(), interval);
     let shown = board.map(|board| Shown { board, silences });
-    let delivery = deliver(alerts, sinks, false, config.engine.shutdown_timeout, shown);
+    let delivery = deliver(
+        alerts,
+        sinks,
+        false,
+        config.engine.shutdown_timeout,
+        shown,
+        journaled,
+    );
     let threads: Vec<_> = sources
         .into_iter()
         .map(|src| {
@@ -353,6 +451,51 @@ pub fn live(
         links,
         sinks: delivered.sinks,
     })
+}
+
+/// The checkpoint store in `dir` (none without one) and the shards it holds, decoded.
+fn open_state(dir: Option<&Path>) -> Result<(Option<Box<dyn Store>>, Restored), RunError> {
+    let Some(dir) = dir else {
+        return Ok((None, Restored::default()));
+    };
+    let mut store = FileStore::open(dir)?;
+    let restored = Restored::decode(store.load()?);
+    restored.tell(&store.describe());
+    Ok((Some(Box::new(store)), restored))
+}
+
+/// The alert journal in the state directory, if the run keeps state.
+fn open_journal(config: &Config, sinks: &[Box<dyn Sink>]) -> Result<Option<Journaled>, RunError> {
+    let dir = &config.state.dir;
+    if dir.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
+    let (journal, pending) = Journal::open(Path::new(dir), &names)?;
+    Ok(Some(Journaled { journal, pending }))
+}
+
+/// Hands the restored shards to their workers before any sample arrives; the open episodes among
+/// them are shown on the board, where there is one, as they stood.
+fn resume(
+    ingest: &mut crate::pipeline::Ingest,
+    restored: Restored,
+    board: Option<&Board>,
+    interval_ms: i64,
+) {
+    if restored.shards.is_empty() {
+        return;
+    }
+    for saved in restored.shards {
+        if let Some(board) = board {
+            let now = saved.open_slot.unwrap_or(0) * interval_ms;
+            saved
+                .shard
+                .open_alerts(now, &mut |a| board.alerts().record(&a, None));
+        }
+        ingest.restore(saved);
+    }
+    ingest.sync();
 }
 
 /// The config's maintenance windows and the silences kept from earlier runs.

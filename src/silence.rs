@@ -365,24 +365,37 @@ impl Silences {
     }
 }
 
-/// What reaches the sinks: a firing update unless silenced; a resolution exactly when the
-/// episode's firing did (a subscriber that saw it fire sees it end, one that did not sees nothing).
+/// What reaches the sinks: a firing update unless silenced; a resolution unless the episode's
+/// firing was withheld (a subscriber that saw it fire sees it end, one that did not sees nothing).
+/// An episode that fired before a restart resolves after it: what the gate remembers is what it
+/// withheld, so after a restart it errs towards delivering a resolution, never towards an episode
+/// that does not end.
 #[derive(Debug, Default)]
 pub struct Gate {
     delivered: std::collections::HashSet<String>,
+    withheld: std::collections::HashSet<String>,
 }
 
 impl Gate {
     pub fn passes(&mut self, a: &Alert, silenced: bool) -> bool {
         match a.state {
-            AlertState::Firing if silenced => false,
+            AlertState::Firing if silenced => {
+                if !self.delivered.contains(&a.id) {
+                    self.withheld.insert(a.id.clone());
+                }
+                false
+            }
             AlertState::Firing => {
+                self.withheld.remove(&a.id);
                 if !self.delivered.contains(&a.id) {
                     self.delivered.insert(a.id.clone());
                 }
                 true
             }
-            AlertState::Resolved => self.delivered.remove(&a.id),
+            AlertState::Resolved => {
+                self.delivered.remove(&a.id);
+                !self.withheld.remove(&a.id)
+            }
         }
     }
 }
@@ -469,6 +482,11 @@ mod tests {
         assert!(
             gate.passes(&b, true),
             "the resolution of a delivered firing goes out"
+        );
+        let mut fresh = Gate::default();
+        assert!(
+            fresh.passes(&b, false),
+            "after a restart, an episode that fired before it still resolves"
         );
     }
 

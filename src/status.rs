@@ -1,7 +1,7 @@
 //! What the engine sees now: every entity's status, key figures and last hour, the alert
 //! episodes, and the running counts, for the operations surface ([`crate::serve`]) to read.
 //!
-//! Writers never wait on readers for long: each worker owns one [`Shard`] and writes it once per
+//! Writers never wait on readers for long: each worker owns one [`WorkerView`] and writes it once per
 //! closed interval (never per event), the delivery thread writes the [`AlertBook`], and each
 //! source's `Ingest` stores its counts in atomics once per batch. A reader (an HTTP request)
 //! locks one shard at a time and copies out what it needs. A run without an HTTP server has no
@@ -28,7 +28,7 @@ const UPDATES_KEPT: usize = 64;
 /// Everything the operations surface reads, shared by the run's threads.
 #[derive(Debug)]
 pub struct Board {
-    shards: Vec<Mutex<Shard>>,
+    workers: Vec<Mutex<WorkerView>>,
     alerts: Mutex<AlertBook>,
     inputs: Mutex<Vec<Arc<InputCells>>>,
     /// How many intervals every worker must have judged before the engine is warmed up.
@@ -42,7 +42,7 @@ pub struct Board {
 impl Board {
     pub fn new(workers: usize, warmup_intervals: u64, models: Vec<&'static str>) -> Arc<Board> {
         Arc::new(Board {
-            shards: (0..workers).map(|_| Mutex::default()).collect(),
+            workers: (0..workers).map(|_| Mutex::default()).collect(),
             alerts: Mutex::default(),
             inputs: Mutex::default(),
             warmup_intervals,
@@ -67,13 +67,14 @@ impl Board {
         lock(&self.sinks).clone()
     }
 
-    /// The shard of worker `i`, for it to write.
-    pub fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[i])
+    /// The view of worker `i`, for it to write.
+    pub fn worker(&self, i: usize) -> MutexGuard<'_, WorkerView> {
+        lock(&self.workers[i])
     }
 
-    pub fn shards(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
-        self.shards.iter().map(lock)
+    /// Every worker's view, one locked at a time.
+    pub fn views(&self) -> impl Iterator<Item = MutexGuard<'_, WorkerView>> {
+        self.workers.iter().map(lock)
     }
 
     pub fn alerts(&self) -> MutexGuard<'_, AlertBook> {
@@ -103,7 +104,7 @@ impl Board {
     /// Every worker's counts so far, summed.
     pub fn workers(&self) -> WorkerStats {
         let mut total = WorkerStats::default();
-        for s in self.shards() {
+        for s in self.views() {
             total.merge(&s.stats);
         }
         total
@@ -111,7 +112,7 @@ impl Board {
 
     /// Whether every worker has judged its first `warmup_intervals` intervals.
     pub fn warmed_up(&self) -> bool {
-        self.shards()
+        self.views()
             .all(|s| s.stats.intervals_closed >= self.warmup_intervals)
     }
 }
@@ -147,18 +148,31 @@ pub struct InputTotals {
     pub refused: [u64; ErrorReason::ALL.len()],
 }
 
-/// What one worker sees, written at the end of each interval it closes: its entities, kind by
-/// kind in the worker's own order, and its counts.
+/// What one worker sees, written at the end of each interval it closes: its shards' entities,
+/// in the worker's own order, and its counts.
 #[derive(Debug, Default)]
-pub struct Shard {
+pub struct WorkerView {
+    /// By the worker's shard slot; a slot whose shard left the worker is empty.
+    pub shards: Vec<ShardView>,
+    pub stats: WorkerStats,
+}
+
+impl WorkerView {
+    pub fn entities(&self) -> impl Iterator<Item = &EntityStatus> {
+        self.shards.iter().flat_map(ShardView::entities)
+    }
+}
+
+/// What one shard shows: its entities, kind by kind in the shard's own order.
+#[derive(Debug, Default)]
+pub struct ShardView {
     pub groups: Vec<EntityStatus>,
     pub queues: Vec<EntityStatus>,
     pub latencies: Vec<EntityStatus>,
     pub gauges: Vec<EntityStatus>,
-    pub stats: WorkerStats,
 }
 
-impl Shard {
+impl ShardView {
     pub fn entities(&self) -> impl Iterator<Item = &EntityStatus> {
         self.groups
             .iter()
@@ -177,6 +191,10 @@ pub fn slot<'a>(
 ) -> &'a mut EntityStatus {
     if list.len() <= i {
         list.push(EntityStatus::new(kind, entity.clone()));
+    } else if !Arc::ptr_eq(&list[i].entity, entity) {
+        // The slot's shard was replaced (restored, or handed to another engine and a new one
+        // came): what it showed belongs to another entity.
+        list[i] = EntityStatus::new(kind, entity.clone());
     }
     &mut list[i]
 }

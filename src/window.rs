@@ -7,6 +7,7 @@
 //! recorded need, which keeps a latency series at a few tens of KiB.
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// Quantiles of one closed interval, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +33,7 @@ pub const SETTLED_COUNT: usize = 16;
 const MAX_RECORDED_US: u64 = 3_600_000_000;
 
 pub struct LatencyWindow {
+    digits: u8,
     ring: Vec<Histogram<u32>>,
     slots: Vec<i64>,
     /// Where thin intervals are pooled; kept so that pooling does not allocate once warm.
@@ -47,6 +49,7 @@ impl LatencyWindow {
         let mut h = Histogram::<u32>::new(significant_digits).expect("digits validated by config");
         h.auto(true);
         LatencyWindow {
+            digits: significant_digits,
             ring: vec![h.clone(); intervals],
             slots: vec![i64::MIN; intervals],
             pooled: h,
@@ -146,6 +149,74 @@ impl LatencyWindow {
     }
 }
 
+/// A window as a checkpoint keeps it: each slot's recorded values and counts (one value per
+/// bucket, which lands in the same bucket again), not the histograms' internal arrays.
+#[derive(Serialize, Deserialize)]
+struct SavedWindow {
+    digits: u8,
+    slots: Vec<i64>,
+    ring: Vec<Vec<(u64, u64)>>,
+    newest: [f32; SETTLED_COUNT],
+    recorded: u64,
+}
+
+impl Serialize for LatencyWindow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ring = self
+            .ring
+            .iter()
+            .map(|h| {
+                h.iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value() as u64))
+                    .collect()
+            })
+            .collect();
+        SavedWindow {
+            digits: self.digits,
+            slots: self.slots.clone(),
+            ring,
+            newest: self.newest,
+            recorded: self.recorded,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LatencyWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let saved = SavedWindow::deserialize(d)?;
+        if !(1..=5).contains(&saved.digits) {
+            return Err(D::Error::custom(format!(
+                "latency window: {} significant digits (1 to 5)",
+                saved.digits
+            )));
+        }
+        if saved.ring.is_empty() || saved.ring.len() != saved.slots.len() {
+            return Err(D::Error::custom(format!(
+                "latency window: {} histograms for {} slots",
+                saved.ring.len(),
+                saved.slots.len()
+            )));
+        }
+        let mut w = LatencyWindow::new(saved.ring.len(), saved.digits);
+        for (h, counts) in w.ring.iter_mut().zip(&saved.ring) {
+            for &(value, count) in counts {
+                let value = value.clamp(1, MAX_RECORDED_US);
+                let count = u32::try_from(count).map_err(|_| {
+                    D::Error::custom(format!("latency window: count {count} at {value}"))
+                })?;
+                h.record_n(value, count)
+                    .map_err(|e| D::Error::custom(format!("latency window: value {value}: {e}")))?;
+            }
+        }
+        w.slots = saved.slots;
+        w.newest = saved.newest;
+        w.recorded = saved.recorded;
+        Ok(w)
+    }
+}
+
 fn quantiles(h: &Histogram<u32>) -> IntervalQuantiles {
     let n = h.len();
     let q99 = 0.99f64.min(1.0 - 1.5 / n as f64).max(0.5);
@@ -161,14 +232,14 @@ fn quantiles(h: &Histogram<u32>) -> IntervalQuantiles {
 }
 
 /// The latest value of a gauge or counter and when it was taken.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub ts: i64,
     pub value: f64,
 }
 
 /// A gauge: the newest sample wins; an older one arriving late does not overwrite it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Gauge {
     pub last: Option<Sample>,
     /// When the value last changed (or was first seen).
@@ -238,7 +309,7 @@ pub fn estimated_hold(seen: i64, gap: i64) -> i64 {
 
 /// A monotonically increasing total: the gauge of its value plus the sum of its increases, with
 /// resets (a value below the previous one) counted as a restart from zero.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Counter {
     pub gauge: Gauge,
     pub increase: f64,
@@ -334,6 +405,31 @@ mod tests {
         late.update(120_000, 0.0);
         late.update(135_000, 0.0);
         assert_eq!(late.held_for(), 22_500);
+    }
+
+    #[test]
+    fn a_window_saved_and_loaded_answers_as_before() {
+        let mut w = LatencyWindow::new(6, 2);
+        for slot in 0..9 {
+            for i in 0..(slot * 7 + 1) {
+                w.record(slot, 3.0 + (i * slot) as f64 * 1.7);
+            }
+        }
+        let bytes = postcard::to_stdvec(&w).unwrap();
+        let mut back: LatencyWindow = postcard::from_bytes(&bytes).unwrap();
+        for slot in 0..10 {
+            assert_eq!(back.interval(slot), w.interval(slot), "slot {slot}");
+            assert_eq!(back.window(slot), w.window(slot), "window at {slot}");
+            assert_eq!(back.recent(slot, 3), w.recent(slot, 3), "recent at {slot}");
+        }
+        assert_eq!(postcard::to_stdvec(&back).unwrap(), bytes);
+        let mut bad: SavedWindow = postcard::from_bytes(&bytes).unwrap();
+        bad.slots.pop();
+        let bad = postcard::to_stdvec(&bad).unwrap();
+        assert!(
+            postcard::from_bytes::<LatencyWindow>(&bad).is_err(),
+            "slots and histograms disagree"
+        );
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Args {
     /// Do not print alerts on stdout (the summary still goes to stderr).
     #[arg(long)]
     quiet: bool,
+    /// Resume from the checkpoint in this directory and leave one there when done: files
+    /// replayed in parts, each resuming from the last, judge as one replay of them all.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 pub fn run(s: &Session, a: Args) -> Result<(), CmdError> {
@@ -50,6 +54,7 @@ pub fn run(s: &Session, a: Args) -> Result<(), CmdError> {
             features: None,
         },
         stop: Some(s.stop.clone()),
+        state: a.state,
         ..Default::default()
     };
     let report = replay(config, &a.files, sinks, &opts)?;

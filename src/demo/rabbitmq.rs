@@ -255,6 +255,8 @@ pub fn embedded(mut config: Config) -> Config {
         config.http.listen = free.map_or("127.0.0.1:0".into(), |a| a.to_string());
     }
     config.http.silences_file = String::new();
+    // Each demonstration starts afresh: it keeps no state to resume from.
+    config.state.dir = String::new();
     config
 }
 

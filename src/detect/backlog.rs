@@ -22,6 +22,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use super::{AlertKind, Cadence, Detector, Finding, Severity};
 use crate::config::BacklogConfig;
 use crate::window::Gauge;
@@ -60,8 +62,10 @@ pub struct BacklogInput {
     pub time_lag: Option<f64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BacklogDetector {
+    /// Settings come from the config in force, never from a checkpoint.
+    #[serde(skip)]
     cfg: BacklogConfig,
     rate: Option<f64>,
     /// The consumption rate while little waits, over about half an hour: what arrives as a rule.
@@ -99,6 +103,12 @@ impl BacklogDetector {
 }
 
 impl Detector for BacklogDetector {
+    type Config = BacklogConfig;
+
+    fn configure(&mut self, cfg: &BacklogConfig) {
+        self.cfg = cfg.clone();
+    }
+
     type Input<'a> = BacklogInput;
 
     fn on_interval(&mut self, x: BacklogInput) -> Option<Finding> {

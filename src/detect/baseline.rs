@@ -4,15 +4,18 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 const REFRESH_EVERY: usize = 6;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RobustHistory {
     values: VecDeque<f32>,
     capacity: usize,
     median: f64,
     mad: f64,
     pushes_since_refresh: usize,
+    #[serde(skip)]
     scratch: Vec<f32>,
 }
 

@@ -6,6 +6,8 @@
 //! keeps the lengths of the last freezes that ended in progress and gives a high quantile of them,
 //! so one freeze that was an incident (or a scrape gap) does not teach it that stalls are normal.
 
+use serde::{Deserialize, Serialize};
+
 use crate::window::Gauge;
 
 /// Freezes remembered: enough for the quantile to ignore a few outliers, few enough to follow a
@@ -14,7 +16,7 @@ const KEPT: usize = 32;
 /// Freezes seen before the cadence is trusted.
 const MIN_SEEN: usize = 3;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Cadence {
     lengths: [u32; KEPT],
     seen: usize,

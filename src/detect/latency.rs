@@ -13,6 +13,8 @@
 //! shown it. Each stream learns how high its short bumps (abnormal runs too short to fire) rise,
 //! and a spike must rise past that, or last `long_persistence` intervals, longer than a bump does.
 
+use serde::{Deserialize, Serialize};
+
 use super::{robust_z, AlertKind, Cadence, Detector, Finding, RobustHistory, Severity};
 use crate::config::LatencyConfig;
 use crate::window::IntervalQuantiles;
@@ -30,8 +32,10 @@ const ABOVE_BUMPS: f64 = 1.25;
 /// `critical_ratio`, to be a spike one interval before `persistence`.
 const FAR_ABOVE_BUMPS: f64 = 2.0;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyDetector {
+    /// Settings come from the config in force, never from a checkpoint.
+    #[serde(skip)]
     cfg: LatencyConfig,
     p50: RobustHistory,
     p99: RobustHistory,
@@ -124,6 +128,12 @@ impl LatencyDetector {
 }
 
 impl Detector for LatencyDetector {
+    type Config = LatencyConfig;
+
+    fn configure(&mut self, cfg: &LatencyConfig) {
+        self.cfg = cfg.clone();
+    }
+
     type Input<'a> = Option<&'a IntervalQuantiles>;
 
     fn on_interval(&mut self, q: Option<&IntervalQuantiles>) -> Option<Finding> {
@@ -518,7 +528,7 @@ mod tests {
             let one = 40.0 * factor * (0.5 + ((i * 7919) % 11) as f64 / 10.0);
             let settled = 40.0 * factor * (1.0 + 0.1 * (((i * 104_729) % 7) as f64 / 3.0 - 1.0));
             IntervalQuantiles {
-                count: if i % 2 == 0 { 3 } else { 1 },
+                count: if i.is_multiple_of(2) { 3 } else { 1 },
                 p50: one,
                 p99: 2.0 * one,
                 max: 2.0 * one,

@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use super::Detector;
 use super::{robust_z, AlertKind, Finding, RobustHistory, Severity};
 use crate::config::LevelConfig;
@@ -17,8 +19,10 @@ const MAX_SURPRISE: f64 = 50.0;
 /// Intervals of surprise seen before its long-run spread is trusted.
 const SURPRISE_WARMUP: f64 = 300.0;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LevelDetector {
+    /// Settings come from the config in force, never from a checkpoint.
+    #[serde(skip)]
     cfg: LevelConfig,
     history: RobustHistory,
     /// Jumps between consecutive values, kept only for the surprise path.
@@ -30,7 +34,7 @@ pub struct LevelDetector {
 }
 
 /// Recent surprises and the long-run mean and variance of surprise (exponentially weighted).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Surprise {
     recent: VecDeque<f64>,
     mean: f64,
@@ -92,6 +96,15 @@ impl LevelDetector {
 }
 
 impl Detector for LevelDetector {
+    type Config = LevelConfig;
+
+    fn configure(&mut self, cfg: &LevelConfig) {
+        self.cfg = cfg.clone();
+        if cfg.surprise_intervals > 0 && self.jumps.is_none() {
+            self.jumps = Some(RobustHistory::new(cfg.history_intervals));
+        }
+    }
+
     type Input<'a> = Option<f64>;
 
     fn on_interval(&mut self, value: Option<f64>) -> Option<Finding> {

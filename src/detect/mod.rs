@@ -58,28 +58,92 @@ pub enum Severity {
 /// The contract of every detector: judge one closed interval, answer with a [`Finding`] while
 /// the condition holds. Pure: no clock, no I/O; time comes from the input.
 pub trait Detector {
+    /// Its settings, from the config in force (checkpoints keep state, never settings).
+    type Config;
+    /// Takes the settings in force: what a detector restored from a checkpoint is judged by.
+    fn configure(&mut self, cfg: &Self::Config);
     /// What it sees of one interval.
     type Input<'a>;
     fn on_interval(&mut self, input: Self::Input<'_>) -> Option<Finding>;
 }
 
 /// What a detector saw in one interval: enough to explain the alert on its own.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub kind: AlertKind,
     pub severity: Severity,
-    pub detector: &'static str,
-    pub metric: &'static str,
+    #[serde(deserialize_with = "static_names::one")]
+    pub detector: Name,
+    #[serde(deserialize_with = "static_names::one")]
+    pub metric: Name,
     pub observed: f64,
     pub expected: f64,
     pub score: f64,
     /// Human explanation, without the entity name (the alert adds it).
     pub summary: String,
     /// Labels that narrow the entity, e.g. the stalled partitions of a group.
+    #[serde(deserialize_with = "static_names::keyed")]
     pub detail: Vec<(&'static str, String)>,
     /// Figures that explain the finding (message lag, time lag, rates): they travel with the
     /// alert but, unlike `detail`, a change in them is no reason for an update.
+    #[serde(deserialize_with = "static_names::keyed")]
     pub context: Vec<(&'static str, f64)>,
+}
+
+/// A detector's, metric's, label's or figure's name: a constant of the detectors. (An alias, not
+/// `&'static str` spelled out, so that serde does not take it for a borrow of its input.)
+pub type Name = &'static str;
+
+/// The names a [`Finding`] carries (detector, metric, label and figure names) are constants of
+/// the detectors, `&'static str`. Read back from a checkpoint, each becomes the one copy of that
+/// name the process keeps. Names are few, so at most [`MAX_NAMES`](static_names::MAX_NAMES)
+/// distinct ones are taken in: a checkpoint that brings more is refused rather than let grow memory.
+pub(crate) mod static_names {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    pub const MAX_NAMES: usize = 4096;
+
+    fn intern(name: &str) -> Option<&'static str> {
+        static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+        let mut names = NAMES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(&known) = names.get(name) {
+            return Some(known);
+        }
+        if names.len() >= MAX_NAMES {
+            return None;
+        }
+        let leaked: &'static str = Box::leak(name.into());
+        names.insert(leaked);
+        Some(leaked)
+    }
+
+    fn interned<E: Error>(name: &str) -> Result<&'static str, E> {
+        intern(name).ok_or_else(|| E::custom(format!("more than {MAX_NAMES} distinct names")))
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        interned(&s)
+    }
+
+    pub fn keyed<'de, D, V>(d: D) -> Result<Vec<(&'static str, V)>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de>,
+    {
+        let pairs = Vec::<(std::borrow::Cow<'de, str>, V)>::deserialize(d)?;
+        pairs
+            .into_iter()
+            .map(|(k, v)| Ok((interned(&k)?, v)))
+            .collect()
+    }
 }
 
 /// Robust z-score of `x` against a median and a scale, with a floor on the scale so that a

@@ -11,6 +11,8 @@
 //! without acking anything, for longer than their learned ack cadence allows, while the ready
 //! depth grows.
 
+use serde::{Deserialize, Serialize};
+
 use super::cadence::freeze_limit_ms;
 use super::{AlertKind, Cadence, Detector, Finding, Severity};
 use crate::config::StallConfig;
@@ -54,8 +56,10 @@ impl PartitionView<'_> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupStallDetector {
+    /// Settings come from the config in force, never from a checkpoint.
+    #[serde(skip)]
     cfg: StallConfig,
     /// The most members the group has been seen with: a lone consumer restarting leaves its
     /// group empty for as long as a rebalance takes.
@@ -225,6 +229,12 @@ pub struct GroupView<'a> {
 }
 
 impl Detector for GroupStallDetector {
+    type Config = StallConfig;
+
+    fn configure(&mut self, cfg: &StallConfig) {
+        self.cfg = cfg.clone();
+    }
+
     type Input<'a> = GroupView<'a>;
 
     fn on_interval(&mut self, view: GroupView<'_>) -> Option<Finding> {
@@ -334,8 +344,10 @@ pub struct QueueView {
 /// Fewer arrivals than this say too little of how long a queue's consumers have been gone.
 const MIN_ARRIVALS: f64 = 20.0;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueStallDetector {
+    /// Settings come from the config in force, never from a checkpoint.
+    #[serde(skip)]
     cfg: StallConfig,
     /// When acks last moved, with the ready depth and redelivered total then: to tell a growing
     /// queue from an idle one, and to count redeliveries since.
@@ -347,7 +359,7 @@ pub struct QueueStallDetector {
     connected: Option<(i64, f64, f64)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct LastAck {
     at: i64,
     ready: f64,
@@ -461,6 +473,12 @@ impl QueueStallDetector {
 }
 
 impl Detector for QueueStallDetector {
+    type Config = StallConfig;
+
+    fn configure(&mut self, cfg: &StallConfig) {
+        self.cfg = cfg.clone();
+    }
+
     type Input<'a> = &'a QueueView;
 
     fn on_interval(&mut self, q: &QueueView) -> Option<Finding> {

@@ -111,7 +111,7 @@ impl Raw {
 pub type Vector = [f64; MAX_FEATURES];
 
 /// Turns an entity's raw measurements into feature vectors, interval after interval.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct FeatureState {
     level: Vector,
     previous: Vector,

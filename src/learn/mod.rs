@@ -26,6 +26,7 @@ pub use model::{
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
 
 use crate::alert::Entity;
 use crate::config::LearnedConfig;
@@ -33,20 +34,28 @@ use crate::detect::{AlertKind, Finding};
 
 /// One entity's learned-baseline state: its features, its class model (if loaded), the time
 /// the model last found an interval abnormal, and whether the model can be trusted here.
-#[derive(Debug, Clone)]
+///
+/// A checkpoint keeps what the track learned of its entity; the model, the feature tap and the
+/// settings come from the run in force ([`LearnedTrack::attach`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LearnedTrack {
     features: FeatureState,
+    #[serde(skip)]
     model: Option<Arc<ClassModel>>,
+    #[serde(skip)]
     tap: Option<Sender<FeatureRow>>,
     /// The latest interval the model found abnormal, and how it scored.
     abnormal: Option<(i64, Scored)>,
+    #[serde(skip)]
     confirm_ms: i64,
     /// How long a finding the model does not confirm is held back at most.
+    #[serde(skip)]
     hold_ms: i64,
     /// A finding held back: since when, and when it was last seen.
     held: Option<(i64, i64)>,
     trust: Trust,
     /// Whether the class model earned, in training, the right to hold findings back.
+    #[serde(skip)]
     may_veto: bool,
     /// The model's score of the last interval it scored.
     last_score: Option<f64>,
@@ -62,7 +71,7 @@ const TRUSTED_AGAIN_SHARE: f64 = 0.02;
 const TRUST_WINDOW: f64 = 360.0;
 const TRUST_AFTER: u32 = 60;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Trust {
     scored: u32,
     /// Share of recent intervals the model found abnormal (a moving average over the window).
@@ -106,23 +115,39 @@ impl LearnedTrack {
         tap: Option<Sender<FeatureRow>>,
         cfg: &LearnedConfig,
     ) -> Self {
-        let may_veto = model.as_ref().is_some_and(|m| m.veto_refused().is_none());
-        LearnedTrack {
+        let mut track = LearnedTrack {
             features: FeatureState::default(),
-            model,
-            tap,
+            model: None,
+            tap: None,
             abnormal: None,
-            confirm_ms: cfg.confirm_window.as_millis() as i64,
-            hold_ms: cfg.hold_at_most.as_millis() as i64,
+            confirm_ms: 0,
+            hold_ms: 0,
             held: None,
             trust: Trust {
                 scored: 0,
                 flagged: 0.0,
                 out_of_depth: false,
             },
-            may_veto,
+            may_veto: false,
             last_score: None,
-        }
+        };
+        track.attach(model, tap, cfg);
+        track
+    }
+
+    /// Takes the run's model, feature tap and settings: what a track restored from a checkpoint
+    /// goes on with.
+    pub fn attach(
+        &mut self,
+        model: Option<Arc<ClassModel>>,
+        tap: Option<Sender<FeatureRow>>,
+        cfg: &LearnedConfig,
+    ) {
+        self.may_veto = model.as_ref().is_some_and(|m| m.veto_refused().is_none());
+        self.model = model;
+        self.tap = tap;
+        self.confirm_ms = cfg.confirm_window.as_millis() as i64;
+        self.hold_ms = cfg.hold_at_most.as_millis() as i64;
     }
 
     /// Whether a loaded model judges this entity (it has seen enough of it, and does not find

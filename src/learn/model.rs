@@ -154,7 +154,7 @@ pub(super) struct Compiled {
 }
 
 /// What the model made of one interval.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
     /// Negative log-likelihood: the higher, the stranger.
     pub nll: f64,

@@ -1,9 +1,13 @@
 //! The things alerts are about, as a worker keeps them: a Kafka consumer group on a topic, a
 //! RabbitMQ queue, a latency series, a generic gauge. Each owns its raw state, its detectors and
 //! the lifecycle of its alerts, and is judged once per closed interval by [`close`](KafkaGroup::close).
+//!
+//! Everything an entity has learned is serialisable, for checkpoints; its settings and learned
+//! model are not, and come from the run in force through `configure` once it is restored.
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::alert::{Alert, Entity, Judged, Symptom};
@@ -12,12 +16,19 @@ use crate::detect::{
     BacklogDetector, BacklogInput, Cadence, Detector, Finding, GroupStallDetector, GroupView,
     LatencyDetector, LevelDetector, PartitionView, QueueStallDetector, QueueView,
 };
+use crate::learn::ClassModel;
 use crate::learn::{LearnedTrack, Raw};
 use crate::status::{EntityStatus, Figures, PartitionStatus, Status};
 use crate::window::{Counter, Gauge, LatencyWindow};
 
+/// What a restored entity's learned track goes on with: the class model and the feature tap.
+pub type Learning = (
+    Option<Arc<ClassModel>>,
+    Option<crossbeam_channel::Sender<crate::learn::FeatureRow>>,
+);
+
 /// Log-end offsets of one topic's partitions, shared by every group that consumes it.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct KafkaTopic {
     pub partitions: Vec<(Box<str>, Gauge)>,
 }
@@ -36,6 +47,7 @@ impl KafkaTopic {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct GroupPartition {
     pub topic_partition: u32,
     pub committed: Counter,
@@ -75,8 +87,8 @@ impl GroupPartition {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct KafkaGroup {
-    pub topic: u32,
     pub entity: Arc<Entity>,
     pub group: Box<str>,
     pub partitions: Vec<GroupPartition>,
@@ -87,19 +99,18 @@ pub struct KafkaGroup {
     backlog: Judged<BacklogDetector>,
     learned: LearnedTrack,
     /// The last closed interval's figures, and whether data arrived in it.
+    #[serde(skip)]
     shown: (Figures, bool),
 }
 
 impl KafkaGroup {
     pub fn new(
-        topic: u32,
         entity: Arc<Entity>,
         group: &str,
         cfg: &DetectorConfig,
         learned: LearnedTrack,
     ) -> Self {
         KafkaGroup {
-            topic,
             entity,
             group: group.into(),
             partitions: Vec::new(),
@@ -110,6 +121,22 @@ impl KafkaGroup {
             learned,
             shown: (Figures::default(), false),
         }
+    }
+
+    /// Takes the settings and learned model in force, after a restore.
+    pub fn configure(&mut self, cfg: &DetectorConfig, model: Learning) {
+        self.stall.configure(&cfg.stall, &cfg.alerts);
+        self.backlog.configure(&cfg.backlog, &cfg.alerts);
+        self.learned.attach(model.0, model.1, &cfg.learned);
+    }
+
+    /// The latest update of each open episode (see [`Judged::open_alert`]).
+    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
+        let open = [
+            &self.stall.open_alert(now, &self.entity),
+            &self.backlog.open_alert(now, &self.entity),
+        ];
+        open.into_iter().flatten().cloned().for_each(out);
     }
 
     pub fn partition_index(&mut self, topic: &mut KafkaTopic, label: &str) -> u32 {
@@ -261,6 +288,7 @@ pub enum QueueField {
     Utilisation,
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct RabbitQueue {
     pub entity: Arc<Entity>,
     pub ready: Gauge,
@@ -275,6 +303,7 @@ pub struct RabbitQueue {
     stall: Judged<QueueStallDetector>,
     backlog: Judged<BacklogDetector>,
     learned: LearnedTrack,
+    #[serde(skip)]
     shown: (Figures, bool),
 }
 
@@ -296,6 +325,22 @@ impl RabbitQueue {
             learned,
             shown: (Figures::default(), false),
         }
+    }
+
+    /// Takes the settings and learned model in force, after a restore.
+    pub fn configure(&mut self, cfg: &DetectorConfig, model: Learning) {
+        self.stall.configure(&cfg.stall, &cfg.alerts);
+        self.backlog.configure(&cfg.backlog, &cfg.alerts);
+        self.learned.attach(model.0, model.1, &cfg.learned);
+    }
+
+    /// The latest update of each open episode (see [`Judged::open_alert`]).
+    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
+        let open = [
+            &self.stall.open_alert(now, &self.entity),
+            &self.backlog.open_alert(now, &self.entity),
+        ];
+        open.into_iter().flatten().cloned().for_each(out);
     }
 
     /// Writes what the last interval showed of this queue.
@@ -374,6 +419,7 @@ impl RabbitQueue {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct LatencySeries {
     pub entity: Arc<Entity>,
     pub window: LatencyWindow,
@@ -381,11 +427,12 @@ pub struct LatencySeries {
     pub consumer: Consumer,
     latency: Judged<LatencyDetector>,
     learned: LearnedTrack,
+    #[serde(skip)]
     shown: (Figures, bool),
 }
 
 /// Where a latency stream's messages are consumed, as the worker knows it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Consumer {
     /// Not found yet, looked for when the worker had this many groups and queues.
     Unknown {
@@ -465,6 +512,20 @@ impl LatencySeries {
         }
     }
 
+    /// Takes the settings and learned model in force, after a restore.
+    pub fn configure(&mut self, cfg: &DetectorConfig, model: Learning) {
+        self.latency.configure(&cfg.latency, &cfg.alerts);
+        self.learned.attach(model.0, model.1, &cfg.learned);
+    }
+
+    /// The latest update of its open episode, if one is open.
+    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
+        self.latency
+            .open_alert(now, &self.entity)
+            .into_iter()
+            .for_each(out);
+    }
+
     /// Writes what the last interval showed of this stream.
     pub fn report(&self, now: i64, s: &mut EntityStatus) {
         let status = worst([self.latency.open()]);
@@ -515,11 +576,13 @@ impl LatencySeries {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct GenericSeries {
     pub entity: Arc<Entity>,
     pub gauge: Gauge,
     pub fresh: bool,
     level: Judged<LevelDetector>,
+    #[serde(skip)]
     shown: (Figures, bool),
 }
 
@@ -532,6 +595,19 @@ impl GenericSeries {
             level: Judged::new(LevelDetector::new(&cfg.level), &cfg.alerts),
             shown: (Figures::default(), false),
         }
+    }
+
+    /// Takes the settings in force, after a restore.
+    pub fn configure(&mut self, cfg: &DetectorConfig) {
+        self.level.configure(&cfg.level, &cfg.alerts);
+    }
+
+    /// The latest update of its open episode, if one is open.
+    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
+        self.level
+            .open_alert(now, &self.entity)
+            .into_iter()
+            .for_each(out);
     }
 
     /// Writes what the last interval showed of this gauge.
@@ -572,7 +648,7 @@ mod tests {
         let learned = LearnedTrack::new(None, None, &Default::default());
         (
             KafkaTopic::default(),
-            KafkaGroup::new(0, entity, "auth", &cfg, learned),
+            KafkaGroup::new(entity, "auth", &cfg, learned),
         )
     }
 

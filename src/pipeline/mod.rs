@@ -12,8 +12,13 @@
 //! drops the batch and counts it (`drop`). Event time drives everything: each batch carries the
 //! source's watermark (newest event time less the allowed lateness), and workers close an interval
 //! when the watermark passes its end, so replay and live runs judge alike.
+//!
+//! Durable state: given a [`Store`], workers send their checkpoints and alerts through one
+//! *outbox* thread, which makes each checkpoint durable before it lets the alerts after it go on;
+//! shards come back through [`Ingest::restore`] before their first sample.
 
 mod entity;
+mod shard;
 mod worker;
 
 use std::sync::Arc;
@@ -26,9 +31,11 @@ use crate::alert::Alert;
 use crate::config::{Backpressure, Config};
 use crate::event::{ErrorReason, Family, RawEvent, SeriesKey};
 use crate::learn::{FeatureRow, ModelSet};
+use crate::state::{Record, Store};
 use crate::status::{Board, InputCells};
 use crate::telemetry::{InputStats, WorkerStats};
 
+pub use shard::{SavedShard, Shard, ShardKey};
 pub use worker::Worker;
 
 /// A series as its owning worker first learns of it.
@@ -36,9 +43,13 @@ pub use worker::Worker;
 pub struct SeriesInfo {
     pub key: SeriesKey,
     pub family: Family,
+    /// The shard it is judged in.
+    pub shard: ShardKey,
 }
 
-#[derive(Debug)]
+/// Picks shards by key: those of the partitions an engine gives up, say.
+pub type ShardFilter = Arc<dyn Fn(&ShardKey) -> bool + Send + Sync>;
+
 pub(crate) enum Msg {
     Register(u64, Arc<SeriesInfo>),
     Sample {
@@ -48,6 +59,31 @@ pub(crate) enum Msg {
     },
     /// Answered once everything sent before it has been applied.
     Sync(Sender<()>),
+    /// A shard from a checkpoint, to be judged from here on.
+    Restore(Box<SavedShard>),
+    /// Save the shards the filter picks and let go of them; answered once they are durable.
+    Release {
+        which: ShardFilter,
+        done: Sender<()>,
+    },
+    /// Save every shard; answered once they are durable.
+    Checkpoint(Sender<()>),
+}
+
+/// Where a worker's output goes: alerts straight to delivery, or (with durable state) alerts and
+/// checkpoints through the outbox, in order.
+pub(crate) enum Outlet {
+    Alerts(Sender<Alert>),
+    Outbox(Sender<Outbound>),
+}
+
+pub(crate) enum Outbound {
+    Alert(Alert),
+    /// Shards saved; `done` is answered once they are durable.
+    State {
+        records: Vec<Record>,
+        done: Option<Sender<()>>,
+    },
 }
 
 pub(crate) struct Batch {
@@ -69,6 +105,7 @@ pub struct Pipeline {
     recycle: (Sender<Vec<Msg>>, Receiver<Vec<Msg>>),
     workers: Vec<JoinHandle<WorkerStats>>,
     board: Option<Arc<Board>>,
+    outbox: Option<JoinHandle<()>>,
 }
 
 impl Pipeline {
@@ -92,16 +129,43 @@ impl Pipeline {
         learned: Learned,
         board: Option<Arc<Board>>,
     ) -> (Pipeline, Receiver<Alert>) {
+        Pipeline::start_durable(config, learned, board, None)
+    }
+
+    /// As [`start_shown`](Pipeline::start_shown), checkpointing into `store` when given: each
+    /// checkpoint is durable before the alerts raised after it are handed on.
+    pub fn start_durable(
+        config: Arc<Config>,
+        learned: Learned,
+        board: Option<Arc<Board>>,
+        store: Option<Box<dyn Store>>,
+    ) -> (Pipeline, Receiver<Alert>) {
         let n = config.engine.worker_count();
         let (alert_tx, alert_rx) = bounded(4096);
         let recycle = bounded(n * config.engine.queue_batches + 2 * n);
         let mut senders = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
+        let (outlet, outbox) = match store {
+            None => (None, None),
+            Some(store) => {
+                let (tx, rx) = bounded(4096);
+                let alerts = alert_tx.clone();
+                let thread = std::thread::Builder::new()
+                    .name("mqwatch-outbox".into())
+                    .spawn(move || crate::state::keep(store, rx, alerts))
+                    .expect("spawn outbox thread");
+                (Some(tx), Some(thread))
+            }
+        };
         for i in 0..n {
             let (tx, rx) = bounded::<Batch>(config.engine.queue_batches);
             senders.push(tx);
             let shown = board.as_ref().map(|b| (b.clone(), i));
-            let w = Worker::new(config.clone(), alert_tx.clone(), learned.clone(), shown);
+            let out = match &outlet {
+                Some(tx) => Outlet::Outbox(tx.clone()),
+                None => Outlet::Alerts(alert_tx.clone()),
+            };
+            let w = Worker::new(config.clone(), out, learned.clone(), shown);
             let back = recycle.0.clone();
             workers.push(
                 std::thread::Builder::new()
@@ -117,6 +181,7 @@ impl Pipeline {
                 recycle,
                 workers,
                 board,
+                outbox,
             },
             alert_rx,
         )
@@ -148,6 +213,9 @@ impl Pipeline {
         for w in self.workers {
             total.merge(&w.join().expect("worker thread panicked"));
         }
+        if let Some(outbox) = self.outbox {
+            outbox.join().expect("outbox thread panicked");
+        }
         total
     }
 }
@@ -178,11 +246,13 @@ impl Ingest {
         let worker = match self.shard_of.get(&series) {
             Some(&w) => w as usize,
             None => {
-                let w = (shard_hash(ev, series) % n) as usize;
+                let shard = ShardKey::of(ev);
+                let w = (shard.worker_hash() % n) as usize;
                 self.shard_of.insert(series, w as u32);
                 let info = Arc::new(SeriesInfo {
                     key: ev.to_key(),
                     family: Family::of(&ev.name),
+                    shard,
                 });
                 self.pending[w].push(Msg::Register(series, info));
                 w
@@ -213,13 +283,42 @@ impl Ingest {
     /// Returns once every event pushed so far has been applied to engine state: what broker
     /// consumers wait for before they acknowledge or commit (at-least-once).
     pub fn sync(&mut self) {
+        self.ask_every_worker(Msg::Sync);
+    }
+
+    /// Hands a shard restored from a checkpoint to the worker that owns its key; its series'
+    /// samples pushed after this go to it.
+    pub fn restore(&mut self, saved: SavedShard) {
+        let w = (saved.shard.key.worker_hash() % self.senders.len() as u64) as usize;
+        self.pending[w].push(Msg::Restore(Box::new(saved)));
+        // Never dropped by backpressure: a restored shard is state that took hours to learn.
+        self.send(w, Backpressure::Block);
+    }
+
+    /// Saves the shards `which` picks and lets go of them; returns once they are durable (with
+    /// durable state; else once they are gone). Everything pushed before is applied first.
+    pub fn release(&mut self, which: ShardFilter) {
+        self.ask_every_worker(|done| Msg::Release {
+            which: which.clone(),
+            done,
+        });
+    }
+
+    /// Returns once every shard, with everything pushed so far applied, is durable (at once
+    /// without durable state): what a consumer of a replayable topic commits after.
+    pub fn checkpoint(&mut self) {
+        self.ask_every_worker(Msg::Checkpoint);
+    }
+
+    /// Sends every worker one message made with a reply channel, and waits for every answer (or
+    /// for the worker to have exited: the channel then closes; either way nothing is pending).
+    fn ask_every_worker(&mut self, msg: impl Fn(Sender<()>) -> Msg) {
         let (tx, rx) = bounded(self.senders.len());
         for w in 0..self.senders.len() {
-            self.pending[w].push(Msg::Sync(tx.clone()));
+            self.pending[w].push(msg(tx.clone()));
         }
         drop(tx);
         self.flush_with(Backpressure::Block);
-        // Every worker answers, or has exited (the channel then closes): either way nothing is pending.
         for _ in rx.iter() {}
     }
 
@@ -287,27 +386,4 @@ impl Drop for Ingest {
     fn drop(&mut self) {
         self.flush();
     }
-}
-
-/// The shard of a series: everything about one Kafka topic or one RabbitMQ queue goes together.
-fn shard_hash(ev: &RawEvent<'_>, series: u64) -> u64 {
-    use std::hash::Hasher;
-    let mut h = rustc_hash::FxHasher::default();
-    let mut eat = |k: &str| {
-        h.write(ev.label(k).unwrap_or("").as_bytes());
-        h.write_u8(0xff);
-    };
-    if ev.label("topic").is_some() {
-        eat("cluster");
-        eat("topic");
-    } else if ev.label("queue").is_some() {
-        eat("cluster");
-        eat("vhost");
-        eat("queue");
-    } else {
-        return series;
-    }
-    // FxHash's low bits are weak; fold the high ones in before the modulo.
-    let x = h.finish();
-    x ^ (x >> 29) ^ (x >> 47)
 }

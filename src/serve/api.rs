@@ -43,7 +43,7 @@ pub async fn readyz(State(s): State<Arc<Served>>) -> (StatusCode, Json<Value>) {
 /// Every entity, worst status first, with its key figures and when it was last judged.
 pub async fn status(State(s): State<Arc<Served>>) -> Json<Value> {
     let mut entities: Vec<(crate::status::Status, String, Value)> = Vec::new();
-    for shard in s.board.shards() {
+    for shard in s.board.views() {
         for e in shard.entities() {
             entities.push((e.status, e.entity.display.clone(), e.summary()));
         }
@@ -65,7 +65,7 @@ pub async fn status(State(s): State<Arc<Served>>) -> Json<Value> {
 /// Every entity's id, kind and name: what `/api/v1/entities/{id}` takes.
 pub async fn entities(State(s): State<Arc<Served>>) -> Json<Value> {
     let mut list = Vec::new();
-    for shard in s.board.shards() {
+    for shard in s.board.views() {
         for e in shard.entities() {
             list.push(json!({ "id": e.id, "kind": e.kind, "name": e.entity.display }));
         }
@@ -90,7 +90,7 @@ pub async fn entity(
 
 fn find<T>(s: &Served, id: &str, show: impl Fn(&EntityStatus) -> T) -> Option<T> {
     s.board
-        .shards()
+        .views()
         .find_map(|shard| shard.entities().find(|e| e.id == id).map(&show))
 }
 

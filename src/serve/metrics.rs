@@ -269,7 +269,7 @@ fn models(m: &mut Metrics, board: &Board) {
         "model_untrusted_entities",
         "Entities whose learned model stepped aside (out of its depth or still learning)",
     );
-    for shard in board.shards() {
+    for shard in board.views() {
         for e in shard.entities() {
             if let Some(model) = e.model {
                 let l = labels(&[("kind", e.kind.as_str())]);
@@ -330,7 +330,7 @@ fn derived(m: &mut Metrics, board: &Board) {
         "entity_anomaly_threshold",
         "The score above which the learned model finds an interval abnormal",
     );
-    for shard in board.shards() {
+    for shard in board.views() {
         // Every entity of a shard is judged at each close: the gap is its own silence.
         for e in shard
             .entities()

@@ -248,7 +248,7 @@ impl Sink for AlertmanagerSink {
         }
         self.last_resend = now;
         for a in self.open.values() {
-            self.inner.send(a)?;
+            self.inner.resend(a)?;
         }
         Ok(())
     }
@@ -263,6 +263,10 @@ impl Sink for AlertmanagerSink {
 
     fn waiting(&self) -> Option<u64> {
         self.inner.waiting()
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.inner.confirmed()
     }
 
     fn summary(&self) -> Option<String> {

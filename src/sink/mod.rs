@@ -11,10 +11,12 @@ use std::time::Instant;
 use crate::alert::Alert;
 
 pub mod http;
+pub mod journal;
 pub mod kafka;
 pub mod rabbitmq;
 pub mod spool;
 
+pub use journal::Journal;
 pub use spool::{Publisher, SpoolSink};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,12 @@ pub trait Sink: Send {
     /// Delivers what is still waiting, trying no later than `deadline`, and returns the alerts
     /// that could not be delivered.
     fn close(&mut self, deadline: Instant) -> Result<Vec<Alert>, SinkError>;
+    /// How many of the alerts handed to `send` since the start are confirmed, in order: written
+    /// for a file or stdout (the default: as soon as `send` returns), confirmed by the receiver
+    /// for a spooled sink. What the alert journal lets go of.
+    fn confirmed(&self) -> u64 {
+        u64::MAX
+    }
     /// Called about once a second, alerts or not, for sinks with periodic work (re-sending
     /// open alerts to Alertmanager).
     fn tick(&mut self, _now: Instant) -> Result<(), SinkError> {

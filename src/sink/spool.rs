@@ -41,7 +41,8 @@ pub trait Publisher: Send + 'static {
 }
 
 enum Cmd {
-    Alert(Box<Alert>),
+    /// An alert, and whether it counts among those handed by `send` (a resend does not).
+    Alert(Box<Alert>, bool),
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
@@ -53,6 +54,8 @@ pub struct SpoolSink {
     close: tokio::sync::watch::Sender<Option<Instant>>,
     /// Alerts waiting for confirmation, readable while it runs.
     spooled: Arc<AtomicU64>,
+    /// Alerts handed by `send` that the broker has confirmed, in the order they were handed.
+    confirmed: Arc<AtomicU64>,
     link: Arc<Link>,
     thread: Option<JoinHandle<Vec<Alert>>>,
 }
@@ -68,6 +71,7 @@ impl SpoolSink {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (close, deadline) = tokio::sync::watch::channel(None);
         let spooled = Arc::new(AtomicU64::new(0));
+        let confirmed = Arc::new(AtomicU64::new(0));
         let delivery = Delivery {
             name: name.to_string(),
             publisher,
@@ -75,6 +79,7 @@ impl SpoolSink {
             deadline,
             capacity: capacity.max(1),
             spooled: spooled.clone(),
+            confirmed: confirmed.clone(),
             link: link.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -92,6 +97,7 @@ impl SpoolSink {
             tx: Some(tx),
             close,
             spooled,
+            confirmed,
             link,
             thread: Some(thread),
         }
@@ -100,6 +106,14 @@ impl SpoolSink {
     /// Alerts waiting for the broker's confirmation.
     pub fn spooled(&self) -> u64 {
         self.spooled.load(Ordering::Relaxed)
+    }
+
+    /// Delivers an alert again (an Alertmanager's periodic resend): it does not count among the
+    /// alerts handed by `send` that [`Sink::confirmed`] counts.
+    pub fn resend(&mut self, alert: &Alert) -> Result<(), SinkError> {
+        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
+        tx.blocking_send(Cmd::Alert(Box::new(alert.clone()), false))
+            .map_err(|_| self.closed())
     }
 
     /// Waits until every alert sent so far is confirmed, for at most `within`.
@@ -132,8 +146,12 @@ impl Sink for SpoolSink {
 
     fn send(&mut self, alert: &Alert) -> Result<(), SinkError> {
         let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
-        tx.blocking_send(Cmd::Alert(Box::new(alert.clone())))
+        tx.blocking_send(Cmd::Alert(Box::new(alert.clone()), true))
             .map_err(|_| self.closed())
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.confirmed.load(Ordering::Relaxed)
     }
 
     fn waiting(&self) -> Option<u64> {
@@ -188,12 +206,15 @@ struct Delivery<P> {
     deadline: tokio::sync::watch::Receiver<Option<Instant>>,
     capacity: usize,
     spooled: Arc<AtomicU64>,
+    confirmed: Arc<AtomicU64>,
     link: Arc<Link>,
 }
 
-/// Alerts taken from the channel, and whether more can come.
+/// Alerts taken from the channel (and, for each, whether `send` handed it), and whether more can
+/// come.
 struct Intake {
     spool: VecDeque<Alert>,
+    counted: VecDeque<bool>,
     waiting: Vec<std::sync::mpsc::SyncSender<()>>,
     open: bool,
 }
@@ -201,7 +222,10 @@ struct Intake {
 impl Intake {
     fn take(&mut self, cmd: Option<Cmd>) {
         match cmd {
-            Some(Cmd::Alert(a)) => self.spool.push_back(*a),
+            Some(Cmd::Alert(a, counted)) => {
+                self.spool.push_back(*a);
+                self.counted.push_back(counted);
+            }
             Some(Cmd::Flush(w)) => self.waiting.push(w),
             None => self.open = false,
         }
@@ -247,10 +271,12 @@ impl<P: Publisher> Delivery<P> {
             mut deadline,
             capacity,
             spooled,
+            confirmed,
             link,
         } = self;
         let mut intake = Intake {
             spool: VecDeque::new(),
+            counted: VecDeque::new(),
             waiting: Vec::new(),
             open: true,
         };
@@ -312,6 +338,8 @@ impl<P: Publisher> Delivery<P> {
                 None => return give_up(intake, rx),
                 Some(Ok(())) => {
                     intake.spool.drain(..n);
+                    let handed = intake.counted.drain(..n).filter(|&c| c).count();
+                    confirmed.fetch_add(handed as u64, Ordering::Relaxed);
                     emit(AlertsConfirmed {
                         sink: &name,
                         count: n as u64,
@@ -369,7 +397,7 @@ mod tests {
         }
         async fn publish(&mut self, alerts: &[Alert]) -> Result<(), BrokerError> {
             self.calls += 1;
-            if self.calls % 3 == 0 {
+            if self.calls.is_multiple_of(3) {
                 return Err("connection reset".into());
             }
             self.got

@@ -32,6 +32,8 @@ pub fn describe(counter: &str) -> Option<(&'static str, &'static str)> {
         "sources_stopped" => ("Live sources ended by an unrecoverable error", "source"),
         "polls" => ("Polls of a broker's state (offsets, queues)", "source"),
         "poll_duration_us" => ("Time spent polling a broker's state", "source"),
+        "checkpoint_records" => ("Shard states written to the checkpoint store", "store"),
+        "state_write_failures" => ("Writes to the checkpoint store that failed", "store"),
         _ => return None,
     })
 }
@@ -260,6 +262,20 @@ impl<E: Display> InternalEvent for SourceStopped<'_, E> {
     fn emit(self) {
         tracing::error!(source = %self.source, error = %self.error, "source stopped");
         registry().add("sources_stopped", self.source, 1);
+    }
+}
+
+/// `state_write_failures{store}`: a checkpoint could not be written or made durable. The engine
+/// goes on judging and alerting; what it learned since the last good checkpoint is at risk.
+pub struct StateWriteFailed<'a, E: Display> {
+    pub store: &'a str,
+    pub error: E,
+}
+
+impl<E: Display> InternalEvent for StateWriteFailed<'_, E> {
+    fn emit(self) {
+        tracing::error!(store = %self.store, error = %self.error, "cannot write the checkpoint");
+        registry().add("state_write_failures", self.store, 1);
     }
 }
 

@@ -26,6 +26,14 @@ impl Run {
         if !config.contains("[http]") {
             config.push_str("\n[http]\nlisten = \"127.0.0.1:0\"\nsilences_file = \"\"\n");
         }
+        if !config.contains("[state]") {
+            // Parallel runs must not share (or resume from) one state directory.
+            let state = dir.path().join("state");
+            config.push_str(&format!(
+                "\n[state]\ndir = {:?}\n",
+                state.display().to_string()
+            ));
+        }
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mqwatch"))
             .args(["run", "--config", path.to_str().unwrap()])

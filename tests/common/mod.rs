@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod live;
+pub mod receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -62,7 +62,7 @@ impl Recurring {
     }
 
     pub(super) fn starts(&self, t: u64) -> bool {
-        (t + self.every_s - self.phase_s % self.every_s) % self.every_s == 0
+        (t + self.every_s - self.phase_s % self.every_s).is_multiple_of(self.every_s)
     }
 }
 
