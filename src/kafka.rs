@@ -27,8 +27,6 @@ pub struct KafkaConfig {
     pub exclude_groups: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Points of (log-end offset, time) kept per partition to turn lag into seconds.
-    pub time_lag_points: usize,
     /// Consume metric events (the wire format) from these topics; empty disables.
     pub metrics_topics: Vec<String>,
     pub metrics_group: String,
@@ -52,7 +50,6 @@ impl Default for KafkaConfig {
             include_groups: vec![".*".into()],
             exclude_groups: vec!["^mqwatch".into()],
             poll_interval: Duration::from_secs(5),
-            time_lag_points: 60,
             metrics_topics: Vec::new(),
             metrics_group: "mqwatch-metrics".into(),
             dead_letter_topic: "mqwatch.dead-letter".into(),

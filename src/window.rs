@@ -1,10 +1,13 @@
 //! Per-series state between events: rolling HDR histograms for observations, samples for gauges
-//! and counters.
+//! and counters, and a partition's table of log-end offsets over time (how old a committed offset
+//! is).
 //!
 //! Time is cut into event-time intervals ("slots", `ts / interval`). A [`LatencyWindow`] keeps a
 //! ring of one HDR histogram per slot, so late events still land in their own slot and the rolling
 //! window is the sum of the ring. Histograms record microseconds and grow only as far as the values
 //! recorded need, which keeps a latency series at a few tens of KiB.
+
+use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -338,9 +341,93 @@ impl Counter {
     }
 }
 
+/// Recent (log-end offset, time) points of one partition, to say how old a committed offset is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimeLag {
+    points: VecDeque<(i64, i64)>,
+}
+
+impl TimeLag {
+    pub fn record(&mut self, end_offset: i64, ts: i64, capacity: usize) {
+        match self.points.back_mut() {
+            // Offsets did not move: only the time of the newest point matters for "caught up".
+            Some(last) if last.0 == end_offset => last.1 = ts,
+            _ => self.points.push_back((end_offset, ts)),
+        }
+        while self.points.len() > capacity.max(2) {
+            self.points.pop_front();
+        }
+    }
+
+    /// Seconds between when the log end reached `committed` and `now`, by interpolation between
+    /// the recorded points (extrapolated at the table's average rate before the oldest).
+    pub fn lag_seconds(&self, committed: i64, now: i64) -> f64 {
+        let Some(&(last_o, _)) = self.points.back() else {
+            return 0.0;
+        };
+        if committed >= last_o {
+            return 0.0;
+        }
+        let reached_at = match self.points.iter().position(|&(o, _)| o > committed) {
+            Some(0) | None => {
+                let (&(o0, t0), &(o1, t1)) = (
+                    self.points.front().expect("non-empty"),
+                    self.points.back().expect("non-empty"),
+                );
+                let rate = if t1 > t0 {
+                    (o1 - o0) as f64 / (t1 - t0) as f64
+                } else {
+                    0.0
+                };
+                if rate > 0.0 {
+                    t0 as f64 - (o0 - committed) as f64 / rate
+                } else {
+                    t0 as f64
+                }
+            }
+            Some(i) => {
+                let ((o0, t0), (o1, t1)) = (self.points[i - 1], self.points[i]);
+                t0 as f64 + (committed - o0) as f64 / (o1 - o0) as f64 * (t1 - t0) as f64
+            }
+        };
+        ((now as f64 - reached_at) / 1000.0).max(0.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_lag_interpolates_between_points() {
+        let mut t = TimeLag::default();
+        t.record(0, 0, 10);
+        t.record(100, 10_000, 10);
+        t.record(300, 20_000, 10);
+        assert_eq!(t.lag_seconds(300, 25_000), 0.0, "caught up");
+        assert_eq!(
+            t.lag_seconds(200, 20_000),
+            5.0,
+            "offset 200 was reached at 15 s"
+        );
+        assert_eq!(t.lag_seconds(50, 20_000), 15.0);
+        // Before the oldest point: extrapolated at 15 offsets/s.
+        let mut short = TimeLag::default();
+        short.record(1000, 100_000, 2);
+        short.record(1150, 110_000, 2);
+        short.record(1300, 120_000, 2);
+        assert!((short.lag_seconds(1000, 120_000) - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_idle_partition_only_refreshes_its_newest_point() {
+        let mut t = TimeLag::default();
+        t.record(10, 0, 4);
+        t.record(10, 5_000, 4);
+        t.record(10, 9_000, 4);
+        assert_eq!(t.points.len(), 1);
+        assert_eq!(t.lag_seconds(10, 9_000), 0.0);
+    }
 
     #[test]
     fn thin_intervals_are_pooled_until_they_say_enough() {

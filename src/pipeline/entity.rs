@@ -19,7 +19,7 @@ use crate::detect::{
 use crate::learn::ClassModel;
 use crate::learn::{LearnedTrack, Raw};
 use crate::status::{EntityStatus, Figures, PartitionStatus, Status};
-use crate::window::{Counter, Gauge, LatencyWindow};
+use crate::window::{Counter, Gauge, LatencyWindow, TimeLag};
 
 /// What a restored entity's learned track goes on with: the class model and the feature tap.
 pub type Learning = (
@@ -30,7 +30,26 @@ pub type Learning = (
 /// Log-end offsets of one topic's partitions, shared by every group that consumes it.
 #[derive(Default, Serialize, Deserialize)]
 pub struct KafkaTopic {
-    pub partitions: Vec<(Box<str>, Gauge)>,
+    pub partitions: Vec<TopicPartition>,
+}
+
+/// Points of (log-end offset, time) kept per partition: a few minutes of polls, and beyond
+/// them the table extrapolates at its average rate.
+const TIME_LAG_POINTS: usize = 60;
+
+#[derive(Serialize, Deserialize)]
+pub struct TopicPartition {
+    pub label: Box<str>,
+    pub end: Gauge,
+    /// When the log end reached each offset: how old a group's committed offset is.
+    pub offsets: TimeLag,
+}
+
+impl TopicPartition {
+    pub fn update(&mut self, ts: i64, end: f64) {
+        self.end.update(ts, end);
+        self.offsets.record(end as i64, ts, TIME_LAG_POINTS);
+    }
 }
 
 impl KafkaTopic {
@@ -38,11 +57,15 @@ impl KafkaTopic {
         if let Some(i) = self
             .partitions
             .iter()
-            .position(|(p, _)| p.as_ref() == label)
+            .position(|p| p.label.as_ref() == label)
         {
             return i as u32;
         }
-        self.partitions.push((label.into(), Gauge::default()));
+        self.partitions.push(TopicPartition {
+            label: label.into(),
+            end: Gauge::default(),
+            offsets: TimeLag::default(),
+        });
         (self.partitions.len() - 1) as u32
     }
 }
@@ -52,7 +75,8 @@ pub struct GroupPartition {
     pub topic_partition: u32,
     pub committed: Counter,
     pub lag: Gauge,
-    /// How old the oldest unconsumed message is, where the source measures it.
+    /// How old the oldest unconsumed message is, where the source measures it (else the
+    /// topic's table of offsets over time tells).
     pub lag_seconds: Gauge,
     pub lag_zero_at: i64,
     /// How long this partition usually stays frozen with lag before its offset moves.
@@ -63,10 +87,20 @@ pub struct GroupPartition {
 
 impl GroupPartition {
     /// Messages behind: as the source reports it, or the log end less the committed offset.
-    fn lag(&self, end: &Gauge) -> Option<f64> {
+    fn lag(&self, tp: &TopicPartition) -> Option<f64> {
         self.lag
             .value()
-            .or_else(|| Some(end.value()? - self.committed.gauge.value()?).map(|l| l.max(0.0)))
+            .or_else(|| Some(tp.end.value()? - self.committed.gauge.value()?).map(|l| l.max(0.0)))
+    }
+
+    /// How old the oldest unconsumed message is: as the source reports it, or when the log end
+    /// reached the committed offset, by the topic's table, as of when that offset was seen.
+    fn lag_seconds(&self, tp: &TopicPartition) -> Option<f64> {
+        self.lag_seconds.value().or_else(|| {
+            let c = self.committed.gauge.last?;
+            tp.end.last?;
+            Some(tp.offsets.lag_seconds(c.value as i64, c.ts))
+        })
     }
 
     /// Starts the stall clock at the last move or the last time lag was zero, whichever is later;
@@ -166,8 +200,8 @@ impl KafkaGroup {
         let mut views: SmallVec<[PartitionView; 32]> = SmallVec::new();
         let mut consumed = 0.0;
         for p in &mut self.partitions {
-            let (label, end) = &topic.partitions[p.topic_partition as usize];
-            let lag = p.lag(end);
+            let tp = &topic.partitions[p.topic_partition as usize];
+            let lag = p.lag(tp);
             if lag == Some(0.0) {
                 p.lag_zero_at = now;
             }
@@ -181,7 +215,7 @@ impl KafkaGroup {
                 0
             };
             views.push(PartitionView {
-                partition: label,
+                partition: &tp.label,
                 lag,
                 progress_at,
                 progress_gap_ms,
@@ -191,7 +225,7 @@ impl KafkaGroup {
                     .last
                     .map_or(i64::MIN, |_| p.committed.gauge.changed_at),
                 seen_at: p.committed.gauge.last.map_or(i64::MIN, |s| s.ts),
-                lag_seconds: p.lag_seconds.value(),
+                lag_seconds: p.lag_seconds(tp),
                 cadence_ms: p.cadence.typical(),
                 spacing_ms: p.committed.gauge.spacing,
             });
@@ -253,16 +287,16 @@ impl KafkaGroup {
         s.record(now, self.shown.1, self.shown.0, status);
         s.model = self.learned.model_status();
         for (i, p) in self.partitions.iter().enumerate() {
-            let (label, end) = &topic.partitions[p.topic_partition as usize];
+            let tp = &topic.partitions[p.topic_partition as usize];
             if s.partitions.len() <= i {
                 s.partitions.push(PartitionStatus {
-                    partition: label.clone(),
+                    partition: tp.label.clone(),
                     lag: None,
                     lag_seconds: None,
                 });
             }
-            s.partitions[i].lag = p.lag(end);
-            s.partitions[i].lag_seconds = p.lag_seconds.value();
+            s.partitions[i].lag = p.lag(tp);
+            s.partitions[i].lag_seconds = p.lag_seconds(tp);
         }
     }
 }
@@ -660,7 +694,7 @@ mod tests {
             let i = g.partition_index(topic, label) as usize;
             let end = 1000.0 * n as f64 + 100.0;
             let tp = g.partitions[i].topic_partition as usize;
-            topic.partitions[tp].1.update(ts, end);
+            topic.partitions[tp].update(ts, end);
             let committed = if moves { end - 50.0 } else { 1000.0 * 6.0 };
             g.partitions[i].committed.update(ts, committed);
             g.partitions[i].lag.update(ts, end - committed);
@@ -684,6 +718,14 @@ mod tests {
         assert!(stalls.iter().all(|a| a.id == stalls[0].id), "one episode");
         assert_eq!(stalls[0].state, AlertState::Firing);
         assert_eq!(stalls[0].labels["partitions"], "1");
+        // No source measured time lag: the topic's log-end offsets over time tell it. The log
+        // end passed the frozen offset (6000) at about 59 s, and the stall fired some 30 s on.
+        let aged = stalls[0].context["time_lag_seconds"];
+        let frozen_for = (stalls[0].ts - 59 * S) as f64 / 1000.0;
+        assert!(
+            (aged - frozen_for).abs() < 5.0,
+            "time lag {aged} s, frozen {frozen_for} s"
+        );
         assert_eq!(stalls.last().unwrap().state, AlertState::Resolved);
         assert!(
             alerts.iter().all(|a| a.kind == AlertKind::ConsumerStall),

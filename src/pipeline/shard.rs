@@ -315,9 +315,9 @@ impl Shard {
     /// Applies one sample (in `slot`) to the entity its target names.
     pub(crate) fn apply(&mut self, target: Target, ts: i64, slot: i64, value: f64) {
         match target {
-            Target::LogEnd { partition } => self.topic.partitions[partition as usize]
-                .1
-                .update(ts, value),
+            Target::LogEnd { partition } => {
+                self.topic.partitions[partition as usize].update(ts, value)
+            }
             Target::Committed { group, partition } => {
                 let g = &mut self.groups[group as usize];
                 g.partitions[partition as usize].committed.update(ts, value);

@@ -3,8 +3,9 @@
 //! - [`LagPoller`] does what Burrow and kafka_exporter do, built in: each `poll_interval` it
 //!   discovers topics and consumer groups (include/exclude patterns), reads every partition's
 //!   log-end offset in one batched ListOffsets per broker, each group's committed offsets in one
-//!   OffsetFetch per group, and group membership, and feeds the well-known `kafka_*` events. A
-//!   [`TimeLag`] table per partition turns lag into seconds, as Kafka Lag Exporter does.
+//!   OffsetFetch per group, and group membership, and feeds the well-known `kafka_*` events. It
+//!   keeps no state of its own: the engine turns lag into seconds from the log-end offsets it
+//!   saw (`crate::window::TimeLag`), as Kafka Lag Exporter does, and checkpoints that table.
 //! - [`MetricsConsumer`] consumes metric events from topics in a consumer group and commits
 //!   offsets only after the events are applied; refused messages go to the dead-letter topic with
 //!   the error and their origin in headers.
@@ -15,7 +16,7 @@
 //! reports) run on a small runtime of that thread.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,59 +54,6 @@ fn push_sample(ingest: &mut Ingest, ts: i64, name: &str, labels: &[(&str, &str)]
     });
 }
 
-/// Recent (log-end offset, time) points of one partition, to say how old a committed offset is.
-#[derive(Debug, Clone, Default)]
-pub struct TimeLag {
-    points: VecDeque<(i64, i64)>,
-}
-
-impl TimeLag {
-    pub fn record(&mut self, end_offset: i64, ts: i64, capacity: usize) {
-        match self.points.back_mut() {
-            // Offsets did not move: only the time of the newest point matters for "caught up".
-            Some(last) if last.0 == end_offset => last.1 = ts,
-            _ => self.points.push_back((end_offset, ts)),
-        }
-        while self.points.len() > capacity.max(2) {
-            self.points.pop_front();
-        }
-    }
-
-    /// Seconds between when the log end reached `committed` and `now`, by interpolation between
-    /// the recorded points (extrapolated at the table's average rate before the oldest).
-    pub fn lag_seconds(&self, committed: i64, now: i64) -> f64 {
-        let Some(&(last_o, _)) = self.points.back() else {
-            return 0.0;
-        };
-        if committed >= last_o {
-            return 0.0;
-        }
-        let reached_at = match self.points.iter().position(|&(o, _)| o > committed) {
-            Some(0) | None => {
-                let (&(o0, t0), &(o1, t1)) = (
-                    self.points.front().expect("non-empty"),
-                    self.points.back().expect("non-empty"),
-                );
-                let rate = if t1 > t0 {
-                    (o1 - o0) as f64 / (t1 - t0) as f64
-                } else {
-                    0.0
-                };
-                if rate > 0.0 {
-                    t0 as f64 - (o0 - committed) as f64 / rate
-                } else {
-                    t0 as f64
-                }
-            }
-            Some(i) => {
-                let ((o0, t0), (o1, t1)) = (self.points[i - 1], self.points[i]);
-                t0 as f64 + (committed - o0) as f64 / (o1 - o0) as f64 * (t1 - t0) as f64
-            }
-        };
-        ((now as f64 - reached_at) / 1000.0).max(0.0)
-    }
-}
-
 pub struct LagPoller {
     cfg: KafkaConfig,
     topics: (Vec<Regex>, Vec<Regex>),
@@ -114,7 +62,6 @@ pub struct LagPoller {
     /// One idle (never subscribing) consumer per watched group: librdkafka reads a group's
     /// committed offsets only through a client of that group.
     group_clients: HashMap<String, BaseConsumer>,
-    time_lag: HashMap<(String, i32), TimeLag>,
     link: Arc<Link>,
     /// How many topics and groups the last poll matched, to say so when it changes.
     matched: Option<(usize, usize)>,
@@ -146,7 +93,6 @@ impl LagPoller {
             cfg: cfg.clone(),
             meta,
             group_clients: HashMap::new(),
-            time_lag: HashMap::new(),
             link: Link::new(format!("kafka lag poller ({})", cfg.bootstrap_servers)),
             matched: None,
         })
@@ -208,10 +154,6 @@ impl LagPoller {
                     ("topic", e.topic()),
                 ];
                 push_sample(ingest, ts, names::KAFKA_LOG_END_OFFSET, &l, o as f64);
-                self.time_lag
-                    .entry((e.topic().to_string(), e.partition()))
-                    .or_default()
-                    .record(o, ts, self.cfg.time_lag_points);
                 end_of.insert((e.topic().to_string(), e.partition()), o);
             }
         }
@@ -265,11 +207,6 @@ impl LagPoller {
                 ];
                 push_sample(ingest, ts, names::KAFKA_COMMITTED_OFFSET, &l, c as f64);
                 push_sample(ingest, ts, names::KAFKA_LAG, &l, (end - c).max(0) as f64);
-                let secs = self
-                    .time_lag
-                    .get(&(e.topic().to_string(), e.partition()))
-                    .map_or(0.0, |t| t.lag_seconds(c, ts));
-                push_sample(ingest, ts, names::KAFKA_LAG_SECONDS, &l, secs);
             }
             for t in topics_read {
                 let l = [
@@ -632,35 +569,4 @@ pub fn header_map(m: &impl Message) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn time_lag_interpolates_between_points() {
-        let mut t = TimeLag::default();
-        t.record(0, 0, 10);
-        t.record(100, 10_000, 10);
-        t.record(300, 20_000, 10);
-        assert_eq!(t.lag_seconds(300, 25_000), 0.0, "caught up");
-        assert_eq!(
-            t.lag_seconds(200, 20_000),
-            5.0,
-            "offset 200 was reached at 15 s"
-        );
-        assert_eq!(t.lag_seconds(50, 20_000), 15.0);
-        // Before the oldest point: extrapolated at 15 offsets/s.
-        let mut short = TimeLag::default();
-        short.record(1000, 100_000, 2);
-        short.record(1150, 110_000, 2);
-        short.record(1300, 120_000, 2);
-        assert!((short.lag_seconds(1000, 120_000) - 20.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn an_idle_partition_only_refreshes_its_newest_point() {
-        let mut t = TimeLag::default();
-        t.record(10, 0, 4);
-        t.record(10, 5_000, 4);
-        t.record(10, 9_000, 4);
-        assert_eq!(t.points.len(), 1);
-        assert_eq!(t.lag_seconds(10, 9_000), 0.0);
-    }
 }
