@@ -178,6 +178,9 @@ pub struct AlertTrack {
     /// From the config in force ([`AlertTrack::configure`]), never from a checkpoint.
     #[serde(skip, default = "one")]
     resolve_after: usize,
+    /// The episode that resolved last, when it ended and when its resolution was sent: what an
+    /// engine taking over delivers again, in case the one before it could not.
+    resolved: Option<(Open, i64, i64)>,
 }
 
 fn one() -> usize {
@@ -191,6 +194,7 @@ impl AlertTrack {
             clean: 0,
             first_clean_at: 0,
             resolve_after: resolve_after_intervals.max(1),
+            resolved: None,
         }
     }
 
@@ -202,11 +206,18 @@ impl AlertTrack {
         self.open.is_some()
     }
 
-    /// The open episode's latest update as of `now`, if one is open: what a restored engine
-    /// delivers again, since the engine that fired it may not have delivered it before it died.
-    pub fn open_alert(&self, now: i64, entity: &Entity) -> Option<Alert> {
-        let open = self.open.as_ref()?;
-        Some(open.alert(AlertState::Firing, now.max(open.started_at), None, entity))
+    /// What an engine that takes this track over delivers again, since the engine before it may
+    /// have died before it could: the open episode's latest update (as of `now`), and the last
+    /// resolution if it was sent at or after `since`. Subscribers drop repeats by id.
+    pub fn announce(&self, now: i64, since: i64, entity: &Entity, out: &mut impl FnMut(Alert)) {
+        if let Some((ended, resolved_at, sent)) = &self.resolved {
+            if *sent >= since {
+                out(ended.alert(AlertState::Resolved, *sent, Some(*resolved_at), entity));
+            }
+        }
+        if let Some(open) = &self.open {
+            out(open.alert(AlertState::Firing, now.max(open.started_at), None, entity));
+        }
     }
 
     /// The last finding of the open episode.
@@ -252,7 +263,10 @@ impl AlertTrack {
                 }
                 let open = self.open.take()?;
                 self.clean = 0;
-                Some(open.alert(AlertState::Resolved, now, Some(self.first_clean_at), entity))
+                let alert =
+                    open.alert(AlertState::Resolved, now, Some(self.first_clean_at), entity);
+                self.resolved = Some((open, self.first_clean_at, now));
+                Some(alert)
             }
             (None, None) => None,
         }
@@ -306,9 +320,9 @@ impl<D: Detector> Judged<D> {
         self.track.is_firing()
     }
 
-    /// The open episode's latest update, if one is open (see [`AlertTrack::open_alert`]).
-    pub fn open_alert(&self, now: i64, entity: &Entity) -> Option<Alert> {
-        self.track.open_alert(now, entity)
+    /// What an engine taking over delivers again (see [`AlertTrack::announce`]).
+    pub fn announce(&self, now: i64, since: i64, entity: &Entity, out: &mut impl FnMut(Alert)) {
+        self.track.announce(now, since, entity, out)
     }
 
     /// The last finding of the open episode, if one is open.
@@ -565,6 +579,37 @@ mod tests {
             "resolved: consumers are making progress again on payments; the episode lasted 4m 20s"
         );
         assert_eq!(res.context["episode_seconds"], 260.0);
+    }
+
+    #[test]
+    fn a_track_taken_over_announces_its_open_episode_and_its_recent_resolution() {
+        let e = entity();
+        let mut t = AlertTrack::new(1);
+        let mut heard = Vec::new();
+        t.announce(5, 0, &e, &mut |a| heard.push(a));
+        assert!(heard.is_empty(), "nothing happened yet");
+        let first = t.observe(10, &e, finding(Severity::Warning, "3")).unwrap();
+        let resolved = t.observe(20, &e, None).unwrap();
+        let second = t.observe(30, &e, finding(Severity::Critical, "4")).unwrap();
+        t.announce(40, 15, &e, &mut |a| heard.push(a));
+        let seen: Vec<(&str, AlertState)> =
+            heard.iter().map(|a| (a.id.as_str(), a.state)).collect();
+        assert_eq!(
+            seen,
+            [
+                (first.id.as_str(), AlertState::Resolved),
+                (second.id.as_str(), AlertState::Firing)
+            ]
+        );
+        assert_eq!(heard[0], resolved, "the resolution as it was sent");
+        assert_eq!(heard[1].labels["partitions"], "4");
+        heard.clear();
+        t.announce(40, 25, &e, &mut |a| heard.push(a));
+        assert_eq!(
+            heard.len(),
+            1,
+            "a resolution sent before `since` is not repeated"
+        );
     }
 
     #[test]

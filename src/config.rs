@@ -60,6 +60,9 @@ pub struct Config {
     pub silences: Vec<WindowConfig>,
     /// Durable state of a live run: checkpoints and the journal of accepted alerts.
     pub state: StateConfig,
+    /// Engines that share the watch as one Kafka consumer group (`crate::scale_out`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_out: Option<crate::scale_out::ScaleOutConfig>,
 }
 
 /// `[state]`: what a live run keeps on disk so that a restart, or a crash, leaves no blind spot:
@@ -210,7 +213,12 @@ impl WindowConfig {
             return Err("a window needs `match` or `match_regex` (a window over everything is a mute button)".into());
         }
         for (k, v) in &self.match_regex {
-            anchored_regex(v).map_err(|e| format!("match_regex.{k}: bad regex {v:?}: {e}"))?;
+            anchored_regex(v).map_err(|e| {
+                format!(
+                    "match_regex.{k}: bad regex {v:?}: {}",
+                    crate::invalid::regex_reason(&e)
+                )
+            })?;
         }
         Ok(Schedule {
             from_min,
@@ -220,9 +228,14 @@ impl WindowConfig {
     }
 }
 
-/// A label regex as Alertmanager reads one: it must match the whole value.
+/// A label regex as Alertmanager reads one: it must match the whole value. The regex crate
+/// matches in time linear in the value, so no pattern can stall the delivery of alerts; the size
+/// of what a pattern compiles to is bounded too (patterns come from the API).
 pub fn anchored_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::Regex::new(&format!("^(?:{pattern})$"))
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
 }
 
 impl HttpConfig {
@@ -261,6 +274,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             silences: Vec::new(),
             state: StateConfig::default(),
+            scale_out: None,
         }
     }
 }
@@ -600,7 +614,7 @@ impl Config {
     /// Parses and validates a config. Errors are one line that names the line, the key and the
     /// nearest valid name, and never echo the config's text (a line may carry a password).
     pub fn parse(text: &str) -> Result<Config, Invalid> {
-        const SECTIONS: [&str; 16] = [
+        const SECTIONS: [&str; 17] = [
             "engine",
             "latency",
             "backlog",
@@ -617,6 +631,7 @@ impl Config {
             "http",
             "silence",
             "state",
+            "scale_out",
         ];
         // Flattened sections cannot deny unknown keys themselves, so the top level is checked here.
         let table: toml::Table = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
@@ -653,6 +668,9 @@ impl Config {
         }
         for k in &self.kafka {
             k.validate()?;
+        }
+        if let Some(s) = &self.scale_out {
+            s.validate(&self.kafka)?;
         }
         let latency = &self.detectors.latency;
         if !(1..=5).contains(&latency.significant_digits) {
@@ -921,7 +939,7 @@ mod tests {
                 .0,
             "line 2: unknown section `stal` (did you mean `stall`?); expected one of \
              engine, latency, backlog, stall, level, learned, alerts, override, rabbitmq, kafka, \
-             alertmanager, webhook, stdout, http, silence, state"
+             alertmanager, webhook, stdout, http, silence, state, scale_out"
         );
         let e = Config::parse("[latency]\nz_treshold = 3.0").unwrap_err().0;
         assert!(e.starts_with("line 2: unknown key `z_treshold`"), "{e}");

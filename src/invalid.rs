@@ -17,3 +17,36 @@ impl From<&str> for Invalid {
         Invalid(s.into())
     }
 }
+
+/// Why a regular expression does not compile, in one line: the regex crate's own message spans
+/// several (the pattern, a caret under the fault, then the reason), and an error of mqwatch's is
+/// one line that quotes the pattern itself.
+pub fn regex_reason(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(s) => s
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("error: "))
+            .unwrap_or("not a regular expression")
+            .to_string(),
+        regex::Error::CompiledTooBig(limit) => {
+            format!("it compiles to more than the {limit} bytes allowed")
+        }
+        _ => e.to_string().lines().next().unwrap_or("").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_regex_error_is_one_line_with_its_reason() {
+        // Built at run time, as a pattern from a config is.
+        let pattern = ["^pay", "(ments"].concat();
+        let e = regex::Regex::new(&pattern).unwrap_err();
+        assert!(
+            e.to_string().contains('\n'),
+            "the crate's own message spans lines"
+        );
+        assert_eq!(super::regex_reason(&e), "unclosed group");
+    }
+}

@@ -139,7 +139,9 @@ impl KafkaConfig {
             .chain(&self.include_groups)
             .chain(&self.exclude_groups)
         {
-            regex::Regex::new(p).map_err(|e| format!("kafka pattern {p:?}: {e}"))?;
+            regex::Regex::new(p).map_err(|e| {
+                format!("kafka pattern {p:?}: {}", crate::invalid::regex_reason(&e))
+            })?;
         }
         self.validate_properties()
     }

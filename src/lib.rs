@@ -15,7 +15,8 @@
 //! [`config`] has every setting with its default; [`telemetry`] counts what came in and what was
 //! refused or dropped; [`link`] tells of each broker connection (reached, lost, back); [`redact`]
 //! keeps secrets out of everything printed. [`state`] keeps checkpoints, so a restart resumes
-//! where the engine stood. [`run`] joins sources, pipeline and sinks into a replay or a live run.
+//! where the engine stood; [`scale_out`] lets several engines share the watch as one Kafka
+//! consumer group. [`run`] joins sources, pipeline and sinks into a replay or a live run.
 
 pub mod alert;
 pub mod cmd;
@@ -33,6 +34,7 @@ pub mod pipeline;
 pub mod rabbitmq;
 pub mod redact;
 pub mod run;
+pub mod scale_out;
 pub mod serve;
 pub mod shutdown;
 pub mod silence;

@@ -105,9 +105,23 @@ impl RabbitConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         self.uri
             .parse::<lapin::uri::AMQPUri>()
-            .map_err(|e| redact(&format!("rabbitmq.uri {}: {e}", self.uri)))?;
+            // Never quoted, nor what the parser quotes of it: a URI that does not parse may hold a
+            // password its redaction cannot find (one without its `@`).
+            .map_err(|e| {
+                let why = e.to_string();
+                let why = why.split(['\'', '"']).next().unwrap_or("");
+                format!(
+                    "rabbitmq.uri is not an AMQP URI: {}",
+                    why.trim_end_matches([':', ' '])
+                )
+            })?;
         for p in self.include.iter().chain(&self.exclude) {
-            regex::Regex::new(p).map_err(|e| format!("rabbitmq pattern {p:?}: {e}"))?;
+            regex::Regex::new(p).map_err(|e| {
+                format!(
+                    "rabbitmq pattern {p:?}: {}",
+                    crate::invalid::regex_reason(&e)
+                )
+            })?;
         }
         Ok(())
     }

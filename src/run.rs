@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::event::InputError;
 use crate::learn::{EntityClass, ModelSet};
 use crate::link::Link;
-use crate::pipeline::{Learned, Pipeline};
+use crate::pipeline::{Durable, Feed, Learned, Pipeline};
+use crate::scale_out::Group;
 use crate::serve::{Served, Server};
 use crate::silence::{Gate, SilenceError, Silences, Window};
 use crate::sink::{Journal, Sink, SinkError};
@@ -97,6 +98,8 @@ pub enum RunError {
     Silences(#[from] SilenceError),
     #[error("state: {0}")]
     State(#[from] StateError),
+    #[error("{0}")]
+    Group(#[from] crate::link::BrokerError),
     /// Live mode: not one broker answered within the startup window.
     #[error("no broker reachable within {}: {}", humantime::format_duration(*.within), .tried.join("; "))]
     NoBrokerReachable {
@@ -355,10 +358,15 @@ pub fn live(
     let silences = Arc::new(Mutex::new(load_silences(&config)?));
     let Parts { sources, sinks } = crate::component::build_all(&config)?;
     let journaled = open_journal(&config, &sinks)?;
+    let group = match &config.scale_out {
+        Some(cfg) => Some(Group::join(&config, cfg)?),
+        None => None,
+    };
     let startup = config.engine.startup_timeout;
     let links: Vec<Arc<Link>> = sources
         .iter()
         .map(|s| s.link())
+        .chain(group.as_ref().map(|g| g.member.link()))
         .chain(sinks.iter().filter_map(|s| s.link()))
         .collect();
     let board = bound.is_some().then(|| {
@@ -385,8 +393,27 @@ pub fn live(
         models,
         features: None,
     };
-    let dir = &config.state.dir;
-    let (store, restored) = open_state((!dir.is_empty()).then(|| Path::new(dir)))?;
+    // An engine of a group checkpoints into the changelog, and restores what it is given as it
+    // is given it; an engine alone, into its state directory, restoring all of it now.
+    let (store, restored, member, producer) = match group {
+        Some(g) => {
+            let store = Durable {
+                store: Box::new(g.changelog),
+                periodic: false,
+            };
+            (
+                Some(store),
+                Restored::default(),
+                Some(g.member),
+                Some(g.producer),
+            )
+        }
+        None => {
+            let dir = &config.state.dir;
+            let (store, restored) = open_state((!dir.is_empty()).then(|| Path::new(dir)))?;
+            (store, restored, None, None)
+        }
+    };
     let (pipeline, alerts) = Pipeline::start_durable(config.clone(), learned, board.clone(), store);
     let interval = config.engine.interval_ms();
     resume(&mut pipeline.ingest(), restored, board.as_deref(), interval);
@@ -399,27 +426,48 @@ pub fn live(
         shown,
         journaled,
     );
-    let threads: Vec<_> = sources
+    let mut threads: Vec<_> = sources
         .into_iter()
         .map(|src| {
-            let ingest = pipeline.ingest();
+            // Alone, a source feeds this engine; in a group, the metrics topic.
+            let mut feed: Box<dyn Feed> = match &producer {
+                Some(p) => Box::new(p.feed(src.is_poller())),
+                None => Box::new(pipeline.ingest()),
+            };
             let stop = stop.clone();
             let name = src.name();
             std::thread::Builder::new()
                 .name(format!("mqwatch-source-{name}"))
                 .spawn(move || {
-                    let mut ingest = ingest;
-                    if let Err(e) = src.run(&mut ingest, stop) {
+                    if let Err(e) = src.run(&mut *feed, stop) {
                         emit(SourceStopped {
                             source: &name,
                             error: &e,
                         });
                     }
-                    ingest.stats.clone()
+                    feed.stats().clone()
                 })
                 .expect("spawn source thread")
         })
         .collect();
+    if let Some(member) = member {
+        let ingest = pipeline.ingest();
+        let stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("mqwatch-group-member".into())
+            .spawn(move || match member.run(ingest, stop) {
+                Ok(stats) => stats,
+                Err(e) => {
+                    emit(SourceStopped {
+                        source: "engine group member",
+                        error: &e,
+                    });
+                    InputStats::default()
+                }
+            })
+            .expect("spawn group member thread");
+        threads.push(thread);
+    }
     let unreachable = watch_startup(&links, &threads, &stop, started + startup);
     let mut input = InputStats::default();
     for t in threads {
@@ -454,14 +502,18 @@ pub fn live(
 }
 
 /// The checkpoint store in `dir` (none without one) and the shards it holds, decoded.
-fn open_state(dir: Option<&Path>) -> Result<(Option<Box<dyn Store>>, Restored), RunError> {
+fn open_state(dir: Option<&Path>) -> Result<(Option<Durable>, Restored), RunError> {
     let Some(dir) = dir else {
         return Ok((None, Restored::default()));
     };
     let mut store = FileStore::open(dir)?;
     let restored = Restored::decode(store.load()?);
     restored.tell(&store.describe());
-    Ok((Some(Box::new(store)), restored))
+    let durable = Durable {
+        store: Box::new(store),
+        periodic: true,
+    };
+    Ok((Some(durable), restored))
 }
 
 /// The alert journal in the state directory, if the run keeps state.
@@ -475,8 +527,8 @@ fn open_journal(config: &Config, sinks: &[Box<dyn Sink>]) -> Result<Option<Journ
     Ok(Some(Journaled { journal, pending }))
 }
 
-/// Hands the restored shards to their workers before any sample arrives; the open episodes among
-/// them are shown on the board, where there is one, as they stood.
+/// Hands the restored shards to their workers before any sample arrives; their open and
+/// recently resolved episodes are shown on the board, where there is one, as they stood.
 fn resume(
     ingest: &mut crate::pipeline::Ingest,
     restored: Restored,
@@ -489,9 +541,10 @@ fn resume(
     for saved in restored.shards {
         if let Some(board) = board {
             let now = saved.open_slot.unwrap_or(0) * interval_ms;
+            let since = now - crate::pipeline::ANNOUNCED_RESOLUTIONS_MS;
             saved
                 .shard
-                .open_alerts(now, &mut |a| board.alerts().record(&a, None));
+                .announce(now, since, &mut |a| board.alerts().record(&a, None));
         }
         ingest.restore(saved);
     }

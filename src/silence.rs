@@ -123,7 +123,12 @@ fn compile_matchers(matchers: &[Matcher]) -> Result<Vec<(String, Match, bool)>, 
             }
             let how = if m.is_regex {
                 let re = anchored_regex(&m.value).map_err(|e| {
-                    SilenceError(format!("matcher {}: bad regex {:?}: {e}", m.name, m.value))
+                    SilenceError(format!(
+                        "matcher {}: bad regex {:?}: {}",
+                        m.name,
+                        m.value,
+                        crate::invalid::regex_reason(&e)
+                    ))
                 })?;
                 Match::Regex(re)
             } else {

@@ -164,13 +164,25 @@ impl KafkaGroup {
         self.learned.attach(model.0, model.1, &cfg.learned);
     }
 
-    /// The latest update of each open episode (see [`Judged::open_alert`]).
-    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
-        let open = [
-            &self.stall.open_alert(now, &self.entity),
-            &self.backlog.open_alert(now, &self.entity),
-        ];
-        open.into_iter().flatten().cloned().for_each(out);
+    /// What an engine taking over delivers again (see [`Judged::announce`]).
+    pub fn announce(&self, now: i64, since: i64, out: &mut impl FnMut(Alert)) {
+        self.stall.announce(now, since, &self.entity, out);
+        self.backlog.announce(now, since, &self.entity, out);
+    }
+
+    /// Whether its partitions point inside a topic of `partitions`.
+    pub fn check(&self, partitions: usize) -> Result<(), String> {
+        match self
+            .partitions
+            .iter()
+            .find(|p| p.topic_partition as usize >= partitions)
+        {
+            Some(p) => Err(format!(
+                "group {}: partition {} of a topic of {partitions}",
+                self.group, p.topic_partition
+            )),
+            None => Ok(()),
+        }
     }
 
     pub fn partition_index(&mut self, topic: &mut KafkaTopic, label: &str) -> u32 {
@@ -368,13 +380,10 @@ impl RabbitQueue {
         self.learned.attach(model.0, model.1, &cfg.learned);
     }
 
-    /// The latest update of each open episode (see [`Judged::open_alert`]).
-    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
-        let open = [
-            &self.stall.open_alert(now, &self.entity),
-            &self.backlog.open_alert(now, &self.entity),
-        ];
-        open.into_iter().flatten().cloned().for_each(out);
+    /// What an engine taking over delivers again (see [`Judged::announce`]).
+    pub fn announce(&self, now: i64, since: i64, out: &mut impl FnMut(Alert)) {
+        self.stall.announce(now, since, &self.entity, out);
+        self.backlog.announce(now, since, &self.entity, out);
     }
 
     /// Writes what the last interval showed of this queue.
@@ -552,12 +561,9 @@ impl LatencySeries {
         self.learned.attach(model.0, model.1, &cfg.learned);
     }
 
-    /// The latest update of its open episode, if one is open.
-    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
-        self.latency
-            .open_alert(now, &self.entity)
-            .into_iter()
-            .for_each(out);
+    /// What an engine taking over delivers again (see [`Judged::announce`]).
+    pub fn announce(&self, now: i64, since: i64, out: &mut impl FnMut(Alert)) {
+        self.latency.announce(now, since, &self.entity, out);
     }
 
     /// Writes what the last interval showed of this stream.
@@ -636,12 +642,9 @@ impl GenericSeries {
         self.level.configure(&cfg.level, &cfg.alerts);
     }
 
-    /// The latest update of its open episode, if one is open.
-    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
-        self.level
-            .open_alert(now, &self.entity)
-            .into_iter()
-            .for_each(out);
+    /// What an engine taking over delivers again (see [`Judged::announce`]).
+    pub fn announce(&self, now: i64, since: i64, out: &mut impl FnMut(Alert)) {
+        self.level.announce(now, since, &self.entity, out);
     }
 
     /// Writes what the last interval showed of this gauge.

@@ -50,6 +50,18 @@ pub struct SeriesInfo {
 /// Picks shards by key: those of the partitions an engine gives up, say.
 pub type ShardFilter = Arc<dyn Fn(&ShardKey) -> bool + Send + Sync>;
 
+/// How far back an engine taking a shard over delivers its resolutions again: the engine before
+/// it may have sent them into a sink that was down, and died with them.
+pub const ANNOUNCED_RESOLUTIONS_MS: i64 = 3_600_000;
+
+/// Where a pipeline keeps its state: the store, and whether its workers checkpoint every shard
+/// each `state.checkpoint_interval` of event time themselves (a run alone), or a source asks for
+/// checkpoints when it commits what it consumed (an engine of a group, `crate::scale_out`).
+pub struct Durable {
+    pub store: Box<dyn Store>,
+    pub periodic: bool,
+}
+
 pub(crate) enum Msg {
     Register(u64, Arc<SeriesInfo>),
     Sample {
@@ -59,8 +71,9 @@ pub(crate) enum Msg {
     },
     /// Answered once everything sent before it has been applied.
     Sync(Sender<()>),
-    /// A shard from a checkpoint, to be judged from here on.
-    Restore(Box<SavedShard>),
+    /// A shard from a checkpoint, to be judged from here on; taken over from another engine
+    /// (`true`), its open episodes and recent resolutions are delivered again.
+    Restore(Box<SavedShard>, bool),
     /// Save the shards the filter picks and let go of them; answered once they are durable.
     Release {
         which: ShardFilter,
@@ -132,22 +145,23 @@ impl Pipeline {
         Pipeline::start_durable(config, learned, board, None)
     }
 
-    /// As [`start_shown`](Pipeline::start_shown), checkpointing into `store` when given: each
+    /// As [`start_shown`](Pipeline::start_shown), checkpointing when `durable` says where: each
     /// checkpoint is durable before the alerts raised after it are handed on.
     pub fn start_durable(
         config: Arc<Config>,
         learned: Learned,
         board: Option<Arc<Board>>,
-        store: Option<Box<dyn Store>>,
+        durable: Option<Durable>,
     ) -> (Pipeline, Receiver<Alert>) {
         let n = config.engine.worker_count();
         let (alert_tx, alert_rx) = bounded(4096);
         let recycle = bounded(n * config.engine.queue_batches + 2 * n);
         let mut senders = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
-        let (outlet, outbox) = match store {
+        let periodic = durable.as_ref().is_some_and(|d| d.periodic);
+        let (outlet, outbox) = match durable {
             None => (None, None),
-            Some(store) => {
+            Some(Durable { store, .. }) => {
                 let (tx, rx) = bounded(4096);
                 let alerts = alert_tx.clone();
                 let thread = std::thread::Builder::new()
@@ -165,7 +179,7 @@ impl Pipeline {
                 Some(tx) => Outlet::Outbox(tx.clone()),
                 None => Outlet::Alerts(alert_tx.clone()),
             };
-            let w = Worker::new(config.clone(), out, learned.clone(), shown);
+            let w = Worker::new(config.clone(), out, periodic, learned.clone(), shown);
             let back = recycle.0.clone();
             workers.push(
                 std::thread::Builder::new()
@@ -217,6 +231,39 @@ impl Pipeline {
             outbox.join().expect("outbox thread panicked");
         }
         total
+    }
+}
+
+/// Where a live source's events go: into this run's pipeline ([`Ingest`]), or, when several
+/// engines share the work, onto the metrics topic for the engine that owns them
+/// (`crate::scale_out::Forward`). Sources know only this.
+pub trait Feed: Send {
+    fn push(&mut self, ev: &RawEvent<'_>);
+    /// Counts an input that was refused before it became an event.
+    fn reject(&mut self, reason: ErrorReason);
+    /// Moves event time forward without an event (a live source's clock).
+    fn advance_to(&mut self, ts: i64);
+    /// Returns once everything pushed so far is safe (applied to engine state, or stored on the
+    /// metrics topic): what a consumer waits for before it acknowledges or commits.
+    fn sync(&mut self);
+    fn stats(&self) -> &InputStats;
+}
+
+impl Feed for Ingest {
+    fn push(&mut self, ev: &RawEvent<'_>) {
+        Ingest::push(self, ev)
+    }
+    fn reject(&mut self, reason: ErrorReason) {
+        Ingest::reject(self, reason)
+    }
+    fn advance_to(&mut self, ts: i64) {
+        Ingest::advance_to(self, ts)
+    }
+    fn sync(&mut self) {
+        Ingest::sync(self)
+    }
+    fn stats(&self) -> &InputStats {
+        &self.stats
     }
 }
 
@@ -286,11 +333,21 @@ impl Ingest {
         self.ask_every_worker(Msg::Sync);
     }
 
-    /// Hands a shard restored from a checkpoint to the worker that owns its key; its series'
-    /// samples pushed after this go to it.
+    /// Hands a shard restored from this engine's checkpoint to the worker that owns its key; its
+    /// series' samples pushed after this go to it.
     pub fn restore(&mut self, saved: SavedShard) {
+        self.restore_as(saved, false);
+    }
+
+    /// As [`restore`](Ingest::restore), for a shard taken over from another engine: its open
+    /// episodes and the resolutions of the last [`ANNOUNCED_RESOLUTIONS_MS`] are delivered again.
+    pub fn take_over(&mut self, saved: SavedShard) {
+        self.restore_as(saved, true);
+    }
+
+    fn restore_as(&mut self, saved: SavedShard, announce: bool) {
         let w = (saved.shard.key.worker_hash() % self.senders.len() as u64) as usize;
-        self.pending[w].push(Msg::Restore(Box::new(saved)));
+        self.pending[w].push(Msg::Restore(Box::new(saved), announce));
         // Never dropped by backpressure: a restored shard is state that took hours to learn.
         self.send(w, Backpressure::Block);
     }

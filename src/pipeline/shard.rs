@@ -99,16 +99,63 @@ impl ShardKey {
     /// The key a metric message about this shard carries on a partitioned topic, and the key the
     /// partition is chosen by: `cluster/topic`, `cluster/vhost/queue`, or the series as text.
     pub fn routing_key(&self) -> String {
+        let mut out = String::new();
         match self {
-            ShardKey::Topic { cluster, topic } => format!("{cluster}/{topic}"),
+            ShardKey::Topic { cluster, topic } => write_routing_key(&mut out, &[cluster, topic]),
             ShardKey::Queue {
                 cluster,
                 vhost,
                 queue,
-            } => format!("{cluster}/{vhost}/{queue}"),
-            ShardKey::Series(key) => key.to_string(),
+            } => write_routing_key(&mut out, &[cluster, vhost, queue]),
+            ShardKey::Series(key) => {
+                let labels = key.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+                write_series(&mut out, &key.name, labels)
+            }
+        }
+        out
+    }
+
+    /// The routing key of the shard an event belongs to, written into `out` (cleared first):
+    /// the same as `ShardKey::of(ev).routing_key()`, without allocating once `out` is warm.
+    pub fn routing_key_of(ev: &RawEvent<'_>, out: &mut String) {
+        out.clear();
+        let l = |k: &str| ev.label(k).unwrap_or("");
+        if ev.label("topic").is_some() {
+            write_routing_key(out, &[l("cluster"), l("topic")]);
+        } else if ev.label("queue").is_some() {
+            write_routing_key(out, &[l("cluster"), l("vhost"), l("queue")]);
+        } else {
+            let labels = ev.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+            write_series(out, &ev.name, labels);
         }
     }
+}
+
+fn write_routing_key(out: &mut String, parts: &[&str]) {
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(p);
+    }
+}
+
+/// A series as text, as [`SeriesKey`]'s `Display` writes it.
+fn write_series<'a>(
+    out: &mut String,
+    name: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    use std::fmt::Write;
+    out.push_str(name);
+    out.push('{');
+    for (i, (k, v)) in labels.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{k}=\"{v}\"");
+    }
+    out.push('}');
 }
 
 impl std::fmt::Display for ShardKey {
@@ -192,6 +239,34 @@ impl Shard {
         }
     }
 
+    /// Whether a shard read from a checkpoint holds together: every index it keeps points
+    /// inside it. A shard that does not is refused, and starts cold.
+    pub fn check(&self) -> Result<(), String> {
+        let partitions = self.topic.partitions.len();
+        for g in &self.groups {
+            g.check(partitions)?;
+        }
+        for l in &self.latencies {
+            match l.consumer {
+                Consumer::Group(g) if g as usize >= self.groups.len() => {
+                    return Err(format!(
+                        "latency of {}: consumer group {g} of {}",
+                        l.entity.display,
+                        self.groups.len()
+                    ))
+                }
+                Consumer::Queue(_) if self.queue.is_none() => {
+                    return Err(format!(
+                        "latency of {}: consumed by a queue it does not hold",
+                        l.entity.display
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// How many entities it holds.
     pub fn entities(&self) -> usize {
         self.groups.len()
@@ -220,12 +295,15 @@ impl Shard {
         }
     }
 
-    /// The latest update of every open episode, as of `now`.
-    pub fn open_alerts(&self, now: i64, out: &mut impl FnMut(Alert)) {
-        self.groups.iter().for_each(|g| g.open_alerts(now, out));
-        self.queue.iter().for_each(|q| q.open_alerts(now, out));
-        self.latencies.iter().for_each(|l| l.open_alerts(now, out));
-        self.gauges.iter().for_each(|g| g.open_alerts(now, out));
+    /// What an engine that takes this shard over delivers again: every open episode's latest
+    /// update (as of `now`) and every resolution sent at or after `since`.
+    pub fn announce(&self, now: i64, since: i64, out: &mut impl FnMut(Alert)) {
+        self.groups.iter().for_each(|g| g.announce(now, since, out));
+        self.queue.iter().for_each(|q| q.announce(now, since, out));
+        self.latencies
+            .iter()
+            .for_each(|l| l.announce(now, since, out));
+        self.gauges.iter().for_each(|g| g.announce(now, since, out));
     }
 
     /// Where a new series' samples go, creating its entity if it is the first of its kind.
@@ -458,5 +536,32 @@ fn latency_display(key: &SeriesKey) -> String {
         (Some(t), None, _) => t.to_string(),
         (None, _, Some(q)) => format!("queue {q}"),
         _ => key.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+
+    #[test]
+    fn an_event_and_its_shard_agree_on_the_routing_key() {
+        let mut buf = String::new();
+        for line in [
+            r#"{"ts":1767225600000,"name":"kafka_consumergroup_lag","labels":{"cluster":"pay","topic":"payments.authorize","consumergroup":"auth","partition":"3"},"value":5}"#,
+            r#"{"ts":1767225600000,"name":"rabbitmq_queue_messages_ready","labels":{"queue":"ledger","vhost":"/"},"value":5}"#,
+            r#"{"ts":1767225600000,"name":"cpu","labels":{"host":"a","dc":"x"},"value":5}"#,
+        ] {
+            let ev = parse_event(line).unwrap();
+            ShardKey::routing_key_of(&ev, &mut buf);
+            assert_eq!(buf, ShardKey::of(&ev).routing_key(), "{line}");
+        }
+        assert_eq!(buf, r#"cpu{dc="x",host="a"}"#);
+        let ev = parse_event(r#"{"ts":1767225600000,"name":"rabbitmq_queue_messages_ready","labels":{"queue":"ledger","vhost":"/"},"value":5}"#).unwrap();
+        assert_eq!(
+            ShardKey::of(&ev).routing_key(),
+            "///ledger",
+            "cluster, vhost and queue"
+        );
     }
 }

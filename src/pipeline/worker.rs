@@ -46,7 +46,9 @@ pub struct Worker {
     out: Outlet,
     /// Alerts of the shard being closed, and whether any shard's alerts are waiting in it.
     closing: Vec<Alert>,
-    /// Intervals between full checkpoints, with durable state; and intervals closed.
+    /// Whether shards are saved (write-ahead of alerts, at the end, on release), and every how
+    /// many intervals every shard is, when the worker checkpoints on its own.
+    durable: bool,
     checkpoint_every: Option<u64>,
     stats: WorkerStats,
     /// Where this worker shows what it sees (its part of the board), in a run that serves it.
@@ -57,6 +59,7 @@ impl Worker {
     pub(crate) fn new(
         config: Arc<Config>,
         out: Outlet,
+        periodic: bool,
         learned: Learned,
         board: Option<(Arc<Board>, usize)>,
     ) -> Self {
@@ -66,7 +69,9 @@ impl Worker {
         Worker {
             interval,
             lateness: config.engine.lateness_ms(),
-            checkpoint_every: durable.then(|| (every / interval.max(1)).max(1) as u64),
+            durable,
+            checkpoint_every: (durable && periodic)
+                .then(|| (every / interval.max(1)).max(1) as u64),
             setup: Setup {
                 config,
                 models: learned.models,
@@ -94,7 +99,7 @@ impl Worker {
                     Msg::Sync(done) => {
                         let _ = done.send(());
                     }
-                    Msg::Restore(saved) => self.restore(*saved),
+                    Msg::Restore(saved, announce) => self.restore(*saved, announce),
                     Msg::Release { which, done } => self.release(&*which, done),
                     Msg::Checkpoint(done) => self.checkpoint_all(Some(done)),
                 }
@@ -108,7 +113,7 @@ impl Worker {
     /// At the end of the run: with durable state, every shard is saved as it stands and the open
     /// interval is left for the next run to judge; without, the open interval is judged now.
     fn finish(mut self) -> WorkerStats {
-        if self.checkpoint_every.is_some() {
+        if self.durable {
             self.checkpoint_all(None);
         } else if let Some(open) = self.open_slot {
             let last = self.max_ts.div_euclid(self.interval);
@@ -213,7 +218,7 @@ impl Worker {
                 continue;
             }
             // Write-ahead: the shard that raised an alert is saved before the alert leaves.
-            if self.checkpoint_every.is_some() {
+            if self.durable {
                 let record = self.record(i);
                 self.out.state(record.into_iter().collect(), None);
             }
@@ -253,13 +258,20 @@ impl Worker {
 
     /// Takes in a shard restored from a checkpoint, replacing any of the same key. Its clock
     /// resumes where it stood, unless this worker's has moved on already (then the samples the
-    /// shard missed meanwhile are late here).
-    fn restore(&mut self, saved: SavedShard) {
+    /// shard missed meanwhile are late here). Taken over from another engine (`announce`), it
+    /// delivers its open episodes and recent resolutions again.
+    fn restore(&mut self, saved: SavedShard, announce: bool) {
         let SavedShard {
             open_slot,
             mut shard,
         } = saved;
         shard.configure(&self.setup);
+        if announce {
+            let now = open_slot.unwrap_or(0) * self.interval;
+            let since = now - super::ANNOUNCED_RESOLUTIONS_MS;
+            let out = &self.out;
+            shard.announce(now, since, &mut |a| out.alert(a));
+        }
         // Before any sample, the newest of the restored clocks: no interval is judged twice.
         if self.stats.samples == 0 {
             self.open_slot = self.open_slot.max(open_slot);

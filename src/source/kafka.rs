@@ -32,7 +32,7 @@ use super::LiveSource;
 use crate::event::{names, ErrorReason, LabelVec, ParseError, RawEvent};
 use crate::kafka::{create_topic, redact_error, KafkaConfig};
 use crate::link::{BrokerError, Link};
-use crate::pipeline::Ingest;
+use crate::pipeline::Feed;
 use crate::telemetry::emit;
 use crate::telemetry::events::{DeadLettered, OffsetsUnreadable, Polled};
 
@@ -40,7 +40,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages applied between two commits (at most; an idle moment commits too).
 const COMMIT_EVERY: usize = 2000;
 
-fn push_sample(ingest: &mut Ingest, ts: i64, name: &str, labels: &[(&str, &str)], value: f64) {
+fn push_sample(ingest: &mut dyn Feed, ts: i64, name: &str, labels: &[(&str, &str)], value: f64) {
     let labels: LabelVec = labels
         .iter()
         .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
@@ -117,7 +117,7 @@ impl LagPoller {
 
     /// One poll: every watched partition's end offset, every watched group's committed offsets,
     /// lag and time lag, and membership, as events stamped `ts`. Returns the partitions seen.
-    pub fn poll(&mut self, ts: i64, ingest: &mut Ingest) -> Result<usize, BrokerError> {
+    pub fn poll(&mut self, ts: i64, ingest: &mut dyn Feed) -> Result<usize, BrokerError> {
         let err = |e: rdkafka::error::KafkaError| redact_error(e, &self.cfg);
         let metadata = self.meta.fetch_metadata(None, TIMEOUT).map_err(err)?;
         let mut tpl = TopicPartitionList::new();
@@ -229,13 +229,17 @@ impl LiveSource for LagPoller {
         "kafka-poller".into()
     }
 
+    fn is_poller(&self) -> bool {
+        true
+    }
+
     fn link(&self) -> Arc<Link> {
         self.link.clone()
     }
 
     fn run(
         mut self: Box<Self>,
-        ingest: &mut Ingest,
+        ingest: &mut dyn Feed,
         stop: Arc<AtomicBool>,
     ) -> Result<(), BrokerError> {
         let every = self.cfg.poll_interval;
@@ -285,14 +289,18 @@ impl MetricsConsumer {
             )),
         }
     }
+}
 
-    fn dead_letter(
-        &self,
-        rt: &tokio::runtime::Runtime,
-        dlq: &FutureProducer,
-        m: &rdkafka::message::BorrowedMessage<'_>,
-        e: &ParseError,
-    ) -> Result<(), BrokerError> {
+/// Stores a refused metric message in the dead-letter topic with the error and its origin in
+/// headers; returns once the broker has it (its offset may be committed past only then).
+pub(crate) fn dead_letter(
+    cfg: &KafkaConfig,
+    rt: &tokio::runtime::Runtime,
+    dlq: &FutureProducer,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    e: &ParseError,
+) -> Result<(), BrokerError> {
+    {
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();
         let error = e.to_string();
@@ -317,15 +325,14 @@ impl MetricsConsumer {
                 key: "x-mqwatch-offset",
                 value: Some(offset.as_str()),
             });
-        let mut record =
-            FutureRecord::<[u8], [u8]>::to(&self.cfg.dead_letter_topic).headers(headers);
+        let mut record = FutureRecord::<[u8], [u8]>::to(&cfg.dead_letter_topic).headers(headers);
         if let Some(p) = m.payload() {
             record = record.payload(p);
         }
         // The offset is committed past this message only once its dead letter is stored.
         rt.block_on(dlq.send(record, TIMEOUT))
             .map(|_| ())
-            .map_err(|(e, _)| redact_error(e, &self.cfg))
+            .map_err(|(e, _)| redact_error(e, cfg))
     }
 }
 
@@ -338,7 +345,11 @@ impl LiveSource for MetricsConsumer {
         self.link.clone()
     }
 
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
+    fn run(
+        self: Box<Self>,
+        ingest: &mut dyn Feed,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), BrokerError> {
         let cfg = &self.cfg;
         let err = |e: rdkafka::error::KafkaError| redact_error(e, cfg);
         // Some brokers hold every fetch for the full wait even with data ready: keep it short.
@@ -393,7 +404,7 @@ impl LiveSource for MetricsConsumer {
                     position: &format!("partition {} offset {}", m.partition(), m.offset()),
                     error: e,
                 });
-                self.dead_letter(&rt, &dlq, &m, e)?;
+                dead_letter(cfg, &rt, &dlq, &m, e)?;
             }
             next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
             applied += 1;
@@ -408,7 +419,7 @@ impl LiveSource for MetricsConsumer {
 /// Commits what has been applied: waits for the workers first (at-least-once).
 fn commit(
     consumer: &BaseConsumer,
-    ingest: &mut Ingest,
+    ingest: &mut dyn Feed,
     next: &mut BTreeMap<(String, i32), i64>,
     applied: &mut usize,
     cfg: &KafkaConfig,
@@ -453,11 +464,19 @@ impl LiveSource for Probe {
         format!("kafka-probe {}", self.cfg.probe.topic)
     }
 
+    fn is_poller(&self) -> bool {
+        true
+    }
+
     fn link(&self) -> Arc<Link> {
         self.link.clone()
     }
 
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
+    fn run(
+        self: Box<Self>,
+        ingest: &mut dyn Feed,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), BrokerError> {
         let cfg = &self.cfg;
         let p = &cfg.probe;
         let err = |e: rdkafka::error::KafkaError| redact_error(e, cfg);
@@ -564,9 +583,4 @@ pub fn header_map(m: &impl Message) -> BTreeMap<String, String> {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 }

@@ -10,7 +10,7 @@
 //! - [`Probe`] publishes timestamped messages through a configured exchange and consumes them back,
 //!   recording `message_latency_ms` for the probe queue.
 //!
-//! Each runs on its own thread with its own small runtime and [`Ingest`] handle, reconnecting with
+//! Each runs on its own thread with its own small runtime and [`Feed`], reconnecting with
 //! backoff after failures, until the stop flag is raised.
 
 use std::borrow::Cow;
@@ -33,7 +33,7 @@ use serde::Deserialize;
 use super::LiveSource;
 use crate::event::{names, LabelVec, RawEvent};
 use crate::link::{BrokerError, Link};
-use crate::pipeline::Ingest;
+use crate::pipeline::Feed;
 use crate::rabbitmq::{connect, redact, RabbitConfig};
 use crate::telemetry::emit;
 use crate::telemetry::events::{DeadLettered, PassiveDeclareFailed, Polled};
@@ -70,7 +70,7 @@ pub(crate) async fn stopped(stop: &AtomicBool) {
     }
 }
 
-fn push_sample(ingest: &mut Ingest, ts: i64, name: &str, labels: &[(&str, &str)], value: f64) {
+fn push_sample(ingest: &mut dyn Feed, ts: i64, name: &str, labels: &[(&str, &str)], value: f64) {
     let labels: LabelVec = labels
         .iter()
         .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
@@ -194,7 +194,7 @@ impl QueuePoller {
     }
 
     /// One poll: every wanted queue's state as events stamped `ts`. Returns how many queues.
-    pub async fn poll(&mut self, ts: i64, ingest: &mut Ingest) -> Result<usize, BrokerError> {
+    pub async fn poll(&mut self, ts: i64, ingest: &mut dyn Feed) -> Result<usize, BrokerError> {
         if self.cfg.management_url.is_empty() {
             return self
                 .poll_passive(ts, ingest, "no management URL configured")
@@ -281,7 +281,7 @@ impl QueuePoller {
     async fn poll_passive(
         &mut self,
         ts: i64,
-        ingest: &mut Ingest,
+        ingest: &mut dyn Feed,
         why: &str,
     ) -> Result<usize, BrokerError> {
         if !self.on_fallback {
@@ -370,13 +370,17 @@ impl LiveSource for QueuePoller {
         "rabbitmq-poller".into()
     }
 
+    fn is_poller(&self) -> bool {
+        true
+    }
+
     fn link(&self) -> Arc<Link> {
         self.link.clone()
     }
 
     fn run(
         mut self: Box<Self>,
-        ingest: &mut Ingest,
+        ingest: &mut dyn Feed,
         stop: Arc<AtomicBool>,
     ) -> Result<(), BrokerError> {
         let every = self.cfg.poll_interval;
@@ -419,7 +423,7 @@ impl MetricsConsumer {
         }
     }
 
-    async fn session(&self, ingest: &mut Ingest) -> Result<(), BrokerError> {
+    async fn session(&self, ingest: &mut dyn Feed) -> Result<(), BrokerError> {
         let queue = self.cfg.metrics_queue.as_str();
         let conn = connect(&self.cfg.uri, "mqwatch-metrics").await?;
         let ch = conn.create_channel().await.map_err(BrokerError::new)?;
@@ -488,7 +492,7 @@ impl MetricsConsumer {
     async fn apply(
         &self,
         d: &lapin::message::Delivery,
-        ingest: &mut Ingest,
+        ingest: &mut dyn Feed,
         dlx: &Channel,
     ) -> Result<(), BrokerError> {
         let refused = super::decode(&d.data, ingest, false);
@@ -542,7 +546,11 @@ impl LiveSource for MetricsConsumer {
         self.link.clone()
     }
 
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
+    fn run(
+        self: Box<Self>,
+        ingest: &mut dyn Feed,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), BrokerError> {
         run_async(&stop, async move {
             let mut backoff = crate::link::Backoff::new(Duration::from_secs(10));
             loop {
@@ -576,7 +584,7 @@ impl Probe {
         }
     }
 
-    async fn session(&self, ingest: &mut Ingest, cluster: &str) -> Result<(), BrokerError> {
+    async fn session(&self, ingest: &mut dyn Feed, cluster: &str) -> Result<(), BrokerError> {
         let p = &self.cfg.probe;
         let conn = connect(&self.cfg.uri, "mqwatch-probe").await?;
         let ch = conn.create_channel().await.map_err(BrokerError::new)?;
@@ -651,11 +659,19 @@ impl LiveSource for Probe {
         format!("rabbitmq-probe {}", self.cfg.probe.queue)
     }
 
+    fn is_poller(&self) -> bool {
+        true
+    }
+
     fn link(&self) -> Arc<Link> {
         self.link.clone()
     }
 
-    fn run(self: Box<Self>, ingest: &mut Ingest, stop: Arc<AtomicBool>) -> Result<(), BrokerError> {
+    fn run(
+        self: Box<Self>,
+        ingest: &mut dyn Feed,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), BrokerError> {
         let cluster = if self.cfg.cluster.is_empty() {
             "rabbitmq".to_string()
         } else {

@@ -119,11 +119,14 @@ impl Restored {
         let mut out = Restored::default();
         for r in records {
             match decode(&r.value) {
-                Ok(saved) if saved.shard.key == r.key => out.shards.push(saved),
-                Ok(saved) => out.refuse(format!(
+                Ok(saved) if saved.shard.key != r.key => out.refuse(format!(
                     "{}: the record holds the state of {}",
                     r.key, saved.shard.key
                 )),
+                Ok(saved) => match saved.shard.check() {
+                    Ok(()) => out.shards.push(saved),
+                    Err(e) => out.refuse(format!("{}: inconsistent: {e}", r.key)),
+                },
                 Err(e) => out.refuse(format!("{}: {e}", r.key)),
             }
         }
