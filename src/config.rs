@@ -184,7 +184,7 @@ pub struct Schedule {
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 fn minute_of_day(field: &str, text: &str) -> Result<u32, String> {
-    let bad = || format!("{field}: {text:?} is not a time of day (HH:MM, UTC)");
+    let bad = || format!("{field} is not a time of day (HH:MM, UTC)");
     let (h, m) = text.split_once(':').ok_or_else(bad)?;
     let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h > 23 || m > 59 {
@@ -202,11 +202,11 @@ impl WindowConfig {
             return Err("from and to are the same time: an empty window".into());
         }
         let mut days = 0u8;
-        for d in &self.days {
+        for (n, d) in self.days.iter().enumerate() {
             let i = DAYS
                 .iter()
                 .position(|x| x.eq_ignore_ascii_case(d))
-                .ok_or_else(|| format!("days: {d:?} is not one of {DAYS:?}"))?;
+                .ok_or_else(|| format!("days[{n}] is not one of {DAYS:?}"))?;
             days |= 1 << i;
         }
         if self.equal.is_empty() && self.match_regex.is_empty() {
@@ -215,7 +215,7 @@ impl WindowConfig {
         for (k, v) in &self.match_regex {
             anchored_regex(v).map_err(|e| {
                 format!(
-                    "match_regex.{k}: bad regex {v:?}: {}",
+                    "match_regex.{k} is not a regular expression: {}",
                     crate::invalid::regex_reason(&e)
                 )
             })?;
@@ -687,9 +687,7 @@ impl Config {
             if url.starts_with("http://") || url.starts_with("https://") {
                 Ok(())
             } else {
-                Err(format!(
-                    "{what}.url must be an http:// or https:// URL, not {url:?}"
-                ))
+                Err(format!("{what}.url must be an http:// or https:// URL"))
             }
         };
         for a in &self.alertmanager {
@@ -708,7 +706,7 @@ impl Config {
         for (i, o) in self.overrides.iter().enumerate() {
             self.detectors
                 .merged(&o.settings)
-                .map_err(|m| format!("override #{} ({:?}): {m}", i + 1, o.matches))?;
+                .map_err(|m| format!("override #{}: {m}", i + 1))?;
         }
         Ok(())
     }

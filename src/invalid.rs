@@ -36,6 +36,20 @@ pub fn regex_reason(e: &regex::Error) -> String {
     }
 }
 
+/// Checks that every pattern of a setting compiles; the error names the setting and the index,
+/// never the pattern (a config error never quotes a value).
+pub fn check_patterns(setting: &str, patterns: &[String]) -> Result<(), Invalid> {
+    for (i, p) in patterns.iter().enumerate() {
+        regex::Regex::new(p).map_err(|e| {
+            Invalid(format!(
+                "{setting}[{i}] is not a regular expression: {}",
+                regex_reason(&e)
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -48,5 +62,10 @@ mod tests {
             "the crate's own message spans lines"
         );
         assert_eq!(super::regex_reason(&e), "unclosed group");
+        let bad = super::check_patterns("kafka.include_topics", &[".*".into(), pattern]);
+        assert_eq!(
+            bad.unwrap_err().0,
+            "kafka.include_topics[1] is not a regular expression: unclosed group"
+        );
     }
 }

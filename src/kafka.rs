@@ -132,17 +132,11 @@ impl KafkaConfig {
         if self.bootstrap_servers.is_empty() {
             return Err("kafka.bootstrap_servers is empty".into());
         }
-        for p in self
-            .include_topics
-            .iter()
-            .chain(&self.exclude_topics)
-            .chain(&self.include_groups)
-            .chain(&self.exclude_groups)
-        {
-            regex::Regex::new(p).map_err(|e| {
-                format!("kafka pattern {p:?}: {}", crate::invalid::regex_reason(&e))
-            })?;
-        }
+        use crate::invalid::check_patterns;
+        check_patterns("kafka.include_topics", &self.include_topics)?;
+        check_patterns("kafka.exclude_topics", &self.exclude_topics)?;
+        check_patterns("kafka.include_groups", &self.include_groups)?;
+        check_patterns("kafka.exclude_groups", &self.exclude_groups)?;
         self.validate_properties()
     }
 

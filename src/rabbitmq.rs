@@ -115,14 +115,8 @@ impl RabbitConfig {
                     why.trim_end_matches([':', ' '])
                 )
             })?;
-        for p in self.include.iter().chain(&self.exclude) {
-            regex::Regex::new(p).map_err(|e| {
-                format!(
-                    "rabbitmq pattern {p:?}: {}",
-                    crate::invalid::regex_reason(&e)
-                )
-            })?;
-        }
+        crate::invalid::check_patterns("rabbitmq.include", &self.include)?;
+        crate::invalid::check_patterns("rabbitmq.exclude", &self.exclude)?;
         Ok(())
     }
 }

@@ -79,8 +79,7 @@ impl ScaleOutConfig {
         if !kafka.iter().any(|k| k.cluster == self.cluster) {
             let known: Vec<&str> = kafka.iter().map(|k| k.cluster.as_str()).collect();
             return Err(format!(
-                "scale_out.cluster {:?} names no [[kafka]] section (clusters: {known:?})",
-                self.cluster
+                "scale_out.cluster names no [[kafka]] section (their clusters: {known:?})"
             )
             .into());
         }
@@ -100,11 +99,10 @@ impl ScaleOutConfig {
             .iter()
             .any(|k| k.metrics_topics.contains(&self.metrics_topic))
         {
-            return Err(format!(
-                "kafka.metrics_topics names {:?}, the scale_out metrics topic: engines read it as a group already",
-                self.metrics_topic
-            )
-            .into());
+            return Err(
+                "kafka.metrics_topics names the scale_out metrics topic: the engines read it as a group already"
+                    .into(),
+            );
         }
         Ok(())
     }
