@@ -611,9 +611,16 @@ impl Config {
         Config::parse(&text).map_err(|source| ConfigError::Invalid { path: p, source })
     }
 
-    /// Parses and validates a config. Errors are one line that names the line, the key and the
-    /// nearest valid name, and never echo the config's text (a line may carry a password).
+    /// Parses and validates a config, its `${env:…}` and `${file:…}` references expanded
+    /// ([`expand_references`]). Errors are one line that names the line, the key and the nearest
+    /// valid name, and never echo the config's text (a line may carry a password).
     pub fn parse(text: &str) -> Result<Config, Invalid> {
+        let (expanded, _) = expand_references(text)?;
+        Config::parse_expanded(&expanded)
+    }
+
+    /// As [`parse`](Config::parse), for a text whose references are expanded already.
+    pub fn parse_expanded(text: &str) -> Result<Config, Invalid> {
         const SECTIONS: [&str; 17] = [
             "engine",
             "latency",
@@ -729,6 +736,80 @@ impl Config {
         }
         out
     }
+}
+
+/// Expands the references to secrets kept out of the config file, in its double-quoted strings:
+/// `${env:NAME}` becomes the value of the environment variable `NAME`, `${file:PATH}` the content
+/// of the file at `PATH` (without its trailing newline). Returns the text and every value put in:
+/// all of them count as secrets, for the log's redaction. An error names the line and the
+/// reference, never a value.
+pub fn expand_references(text: &str) -> Result<(String, Vec<String>), Invalid> {
+    static REFERENCE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let reference = REFERENCE
+        .get_or_init(|| regex::Regex::new(r"\$\{(env|file):([^}\n]*)\}").expect("a valid pattern"));
+    let mut secrets = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for c in reference.captures_iter(text) {
+        let whole = c.get(0).expect("the match");
+        let line_start = text[..whole.start()].rfind('\n').map_or(0, |i| i + 1);
+        if !inside_string(&text[line_start..whole.start()]) {
+            // A reference in a comment, or outside any string, is text like any other.
+            continue;
+        }
+        let line = text[..whole.start()].matches('\n').count() + 1;
+        let (kind, name) = (&c[1], c[2].trim());
+        let value = match kind {
+            "env" => std::env::var(name).map_err(|_| {
+                Invalid(format!(
+                    "line {line}: ${{env:{name}}}: the environment has no {name}"
+                ))
+            })?,
+            _ => std::fs::read_to_string(name)
+                .map_err(|e| {
+                    Invalid(format!(
+                        "line {line}: ${{file:{name}}}: cannot read it: {e}"
+                    ))
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        };
+        out.push_str(&text[last..whole.start()]);
+        for ch in value.chars() {
+            match ch {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        if !value.is_empty() {
+            secrets.push(value);
+        }
+        last = whole.end();
+    }
+    out.push_str(&text[last..]);
+    Ok((out, secrets))
+}
+
+/// Whether a line's text up to here ends inside a double-quoted string (and not in a comment).
+fn inside_string(before: &str) -> bool {
+    let (mut inside, mut escaped) = (false, false);
+    for c in before.chars() {
+        match c {
+            '\\' if inside => escaped = !escaped,
+            '"' if !escaped => inside = !inside,
+            '#' if !inside => return false,
+            _ => escaped = false,
+        }
+        if c != '\\' {
+            escaped = false;
+        }
+    }
+    inside
 }
 
 /// A TOML error as one line: where, what, and for an unknown key the nearest valid one. TOML's
@@ -849,6 +930,35 @@ mod tests {
         assert_eq!(settle.backlog.min_backlog_seconds, 300.0);
         assert_eq!(other.backlog.min_backlog_seconds, 60.0);
         assert_eq!(settle.stall.stall_after, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_files_and_are_named_never_quoted_when_missing() {
+        std::env::set_var("MQWATCH_TEST_RABBIT_PW", "s3cr\"et\\pw");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kafka-password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let text = format!(
+            "[rabbitmq]\nuri = \"amqp://risk:${{env:MQWATCH_TEST_RABBIT_PW}}@mq:5672/%2f\"\n\
+             [kafka]\n[kafka.properties]\n\"sasl.password\" = \"${{file:{}}}\"\n",
+            file.display()
+        );
+        let (expanded, secrets) = expand_references(&text).unwrap();
+        assert_eq!(secrets, ["s3cr\"et\\pw", "from-a-file"]);
+        let c = Config::parse_expanded(&expanded).unwrap();
+        assert_eq!(c.rabbitmq[0].uri, "amqp://risk:s3cr\"et\\pw@mq:5672/%2f");
+        assert_eq!(c.kafka[0].properties["sasl.password"], "from-a-file");
+        let commented = "# token = \"${env:MQWATCH_TEST_NOT_SET}\"\n[http] # ${env:NOPE}\n";
+        assert_eq!(
+            expand_references(commented).unwrap().0,
+            commented,
+            "comments stay as they are"
+        );
+        let e = Config::parse("[http]\ntoken = \"${env:MQWATCH_TEST_NOT_SET}\"\n").unwrap_err();
+        assert_eq!(
+            e.0,
+            "line 2: ${env:MQWATCH_TEST_NOT_SET}: the environment has no MQWATCH_TEST_NOT_SET"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::{Connection, ConnectionProperties, DefaultConnectionBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::invalid::Invalid;
@@ -39,6 +40,40 @@ pub struct RabbitConfig {
     /// Alerts kept while the broker is unreachable; when full, the engine waits.
     pub spool_capacity: usize,
     pub probe: ProbeConfig,
+    /// For `amqps://`: a private CA to trust, and a client certificate.
+    pub tls: RabbitTls,
+}
+
+/// `[rabbitmq.tls]`: files read at each connection (so that rotated certificates are taken up).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RabbitTls {
+    /// PEM certificates to trust besides the system's (the CA of a private broker).
+    pub ca_file: String,
+    /// A PEM client certificate and its PKCS#8 key, for a broker that asks for one.
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+impl RabbitTls {
+    fn config(&self) -> Result<OwnedTLSConfig, BrokerError> {
+        let read = |what: &str, path: &str| {
+            std::fs::read(path)
+                .map_err(|e| BrokerError::new(format!("rabbitmq.tls.{what} {path}: {e}")))
+        };
+        let mut tls = OwnedTLSConfig::default();
+        if !self.ca_file.is_empty() {
+            let pem = read("ca_file", &self.ca_file)?;
+            tls.cert_chain = Some(String::from_utf8_lossy(&pem).into_owned());
+        }
+        if !self.cert_file.is_empty() {
+            tls.identity = Some(OwnedIdentity::PKCS8 {
+                pem: read("cert_file", &self.cert_file)?,
+                key: read("key_file", &self.key_file)?,
+            });
+        }
+        Ok(tls)
+    }
 }
 
 impl Default for RabbitConfig {
@@ -59,6 +94,7 @@ impl Default for RabbitConfig {
             alerts_exchange: "mqwatch.alerts".into(),
             spool_capacity: 10_000,
             probe: ProbeConfig::default(),
+            tls: RabbitTls::default(),
         }
     }
 }
@@ -115,6 +151,9 @@ impl RabbitConfig {
                     why.trim_end_matches([':', ' '])
                 )
             })?;
+        if !self.tls.cert_file.is_empty() && self.tls.key_file.is_empty() {
+            return Err("rabbitmq.tls.cert_file needs rabbitmq.tls.key_file".into());
+        }
         crate::invalid::check_patterns("rabbitmq.include", &self.include)?;
         crate::invalid::check_patterns("rabbitmq.exclude", &self.exclude)?;
         Ok(())
@@ -128,10 +167,25 @@ pub fn redact(uri: &str) -> String {
 
 /// Connects with a name that shows in the management UI (and lets tests find the connection).
 pub async fn connect(uri: &str, name: &str) -> Result<Connection, BrokerError> {
+    connect_with(uri, name, &RabbitTls::default()).await
+}
+
+/// As [`connect`], trusting and presenting the certificates `tls` names (for `amqps://`).
+pub async fn connect_with(
+    uri: &str,
+    name: &str,
+    tls: &RabbitTls,
+) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(uri, props)
+    let failed = |e| BrokerError::context(format!("cannot connect to {}", redact(uri)), e);
+    DefaultConnectionBuilder::new()
+        .map_err(failed)?
+        .with_uri_str(uri.to_string())
+        .with_properties(props)
+        .with_tls_config(tls.config()?)
+        .connect()
         .await
-        .map_err(|e| BrokerError::context(format!("cannot connect to {}", redact(uri)), e))
+        .map_err(failed)
 }
 
 #[cfg(test)]

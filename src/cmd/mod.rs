@@ -115,8 +115,9 @@ impl ModelArgs {
 }
 
 impl Session {
-    /// Loads a config (or the defaults), first taking note of every secret in its text, so that
-    /// none reaches the log even when the file does not parse.
+    /// Loads a config (or the defaults), first taking note of every secret in its text and in
+    /// what its `${env:…}` and `${file:…}` references bring in, so that none reaches the log
+    /// even when the file does not parse.
     pub fn config(&self, path: Option<&Path>) -> Result<Arc<Config>, CmdError> {
         let config = match path {
             None => Config::default(),
@@ -127,7 +128,18 @@ impl Session {
                     source,
                 })?;
                 self.redactor.add_from_config_text(&text);
-                Config::parse(&text).map_err(|source| ConfigError::Invalid { path, source })?
+                let invalid = |source| ConfigError::Invalid {
+                    path: path.clone(),
+                    source,
+                };
+                // What the references bring in is secret too, in the log and in errors alike.
+                let (expanded, secrets) =
+                    crate::config::expand_references(&text).map_err(invalid)?;
+                for s in &secrets {
+                    self.redactor.add(s);
+                }
+                self.redactor.add_from_config_text(&expanded);
+                Config::parse_expanded(&expanded).map_err(invalid)?
             }
         };
         Ok(Arc::new(config))

@@ -52,7 +52,8 @@ impl Component for RabbitConfig {
             parts.sources.push(Box::new(Probe::new(self)));
         }
         if !self.alerts_exchange.is_empty() {
-            let publisher = RabbitPublisher::new(&self.uri, &self.alerts_exchange);
+            let publisher =
+                RabbitPublisher::new(&self.uri, &self.alerts_exchange).with_tls(&self.tls);
             parts.sinks.push(super::spooled_sink(
                 format!("rabbitmq alert exchange {}", self.alerts_exchange),
                 &redact(&self.uri),

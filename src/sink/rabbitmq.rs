@@ -12,12 +12,13 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use super::spool::Publisher;
 use crate::alert::Alert;
 use crate::link::BrokerError;
-use crate::rabbitmq::connect;
+use crate::rabbitmq::{connect_with, RabbitTls};
 use crate::telemetry::emit;
 use crate::telemetry::events::AlertUnroutable;
 
 pub struct RabbitPublisher {
     uri: String,
+    tls: RabbitTls,
     exchange: String,
     link: Option<(Connection, Channel)>,
     /// The sink's name in the log and the counters.
@@ -28,10 +29,19 @@ impl RabbitPublisher {
     pub fn new(uri: &str, exchange: &str) -> Self {
         RabbitPublisher {
             uri: uri.into(),
+            tls: RabbitTls::default(),
             exchange: exchange.into(),
             link: None,
             sink_name: format!("rabbitmq alert exchange {exchange}"),
         }
+    }
+}
+
+impl RabbitPublisher {
+    /// Connects with the certificates `tls` names (for `amqps://`).
+    pub fn with_tls(mut self, tls: &RabbitTls) -> Self {
+        self.tls = tls.clone();
+        self
     }
 }
 
@@ -56,7 +66,8 @@ impl Publisher for RabbitPublisher {
     async fn connect(&mut self) -> Result<(), BrokerError> {
         self.link = None;
         // The exchange in the name tells operators (and tests) which connection carries what.
-        let conn = connect(&self.uri, &format!("mqwatch-alerts {}", self.exchange)).await?;
+        let name = format!("mqwatch-alerts {}", self.exchange);
+        let conn = connect_with(&self.uri, &name, &self.tls).await?;
         let ch = conn.create_channel().await.map_err(BrokerError::new)?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await

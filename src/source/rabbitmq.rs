@@ -34,7 +34,7 @@ use super::LiveSource;
 use crate::event::{names, LabelVec, RawEvent};
 use crate::link::{BrokerError, Link};
 use crate::pipeline::Feed;
-use crate::rabbitmq::{connect, redact, RabbitConfig};
+use crate::rabbitmq::{connect_with, redact, RabbitConfig};
 use crate::telemetry::emit;
 use crate::telemetry::events::{DeadLettered, PassiveDeclareFailed, Polled};
 
@@ -302,7 +302,7 @@ impl QueuePoller {
             .as_ref()
             .is_none_or(|(c, _)| !c.status().connected())
         {
-            let conn = connect(&self.cfg.uri, "mqwatch-poller").await?;
+            let conn = connect_with(&self.cfg.uri, "mqwatch-poller", &self.cfg.tls).await?;
             let ch = conn.create_channel().await.map_err(BrokerError::new)?;
             self.amqp = Some((conn, ch));
         }
@@ -425,7 +425,7 @@ impl MetricsConsumer {
 
     async fn session(&self, ingest: &mut dyn Feed) -> Result<(), BrokerError> {
         let queue = self.cfg.metrics_queue.as_str();
-        let conn = connect(&self.cfg.uri, "mqwatch-metrics").await?;
+        let conn = connect_with(&self.cfg.uri, "mqwatch-metrics", &self.cfg.tls).await?;
         let ch = conn.create_channel().await.map_err(BrokerError::new)?;
         ch.basic_qos(ACK_EVERY as u16 * 2, BasicQosOptions::default())
             .await
@@ -586,7 +586,7 @@ impl Probe {
 
     async fn session(&self, ingest: &mut dyn Feed, cluster: &str) -> Result<(), BrokerError> {
         let p = &self.cfg.probe;
-        let conn = connect(&self.cfg.uri, "mqwatch-probe").await?;
+        let conn = connect_with(&self.cfg.uri, "mqwatch-probe", &self.cfg.tls).await?;
         let ch = conn.create_channel().await.map_err(BrokerError::new)?;
         ch.queue_declare(
             p.queue.as_str().into(),

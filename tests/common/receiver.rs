@@ -11,6 +11,7 @@ pub struct Receiver {
     pub url: String,
     status: Arc<AtomicU16>,
     accepted: Arc<Mutex<Vec<String>>>,
+    authorization: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
@@ -19,23 +20,30 @@ impl Receiver {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let status = Arc::new(AtomicU16::new(status));
         let accepted = Arc::new(Mutex::new(Vec::new()));
-        let (s, a) = (status.clone(), accepted.clone());
+        let authorization = Arc::new(Mutex::new(Vec::new()));
+        let (s, a, h) = (status.clone(), accepted.clone(), authorization.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().map_while(Result::ok) {
-                let (s, a) = (s.clone(), a.clone());
-                std::thread::spawn(move || serve(conn, &s, &a));
+                let (s, a, h) = (s.clone(), a.clone(), h.clone());
+                std::thread::spawn(move || serve(conn, &s, &a, &h));
             }
         });
         Receiver {
             url,
             status,
             accepted,
+            authorization,
         }
     }
 
     /// What it answers from now on.
     pub fn answer(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The `Authorization` headers of the requests it got.
+    pub fn authorization(&self) -> Vec<String> {
+        self.authorization.lock().unwrap().clone()
     }
 
     /// The bodies of the POSTs it accepted, as JSON.
@@ -50,7 +58,12 @@ impl Receiver {
 }
 
 /// Answers the requests of one keep-alive connection until it closes.
-fn serve(conn: std::net::TcpStream, status: &AtomicU16, accepted: &Mutex<Vec<String>>) {
+fn serve(
+    conn: std::net::TcpStream,
+    status: &AtomicU16,
+    accepted: &Mutex<Vec<String>>,
+    authorization: &Mutex<Vec<String>>,
+) {
     let mut out = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
     loop {
@@ -71,6 +84,9 @@ fn serve(conn: std::net::TcpStream, status: &AtomicU16, accepted: &Mutex<Vec<Str
             if let Some((k, v)) = header.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
                     length = v.trim().parse().unwrap_or(0);
+                }
+                if k.eq_ignore_ascii_case("authorization") {
+                    authorization.lock().unwrap().push(v.trim().to_string());
                 }
             }
         }
