@@ -255,10 +255,12 @@ pub enum ErrorReason {
     MissingLabel,
     TypeConflict,
     Late,
+    /// A new series beyond the source's `engine.max_series`.
+    SeriesLimit,
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 9] = [
+    pub const ALL: [ErrorReason; 10] = [
         ErrorReason::NotJson,
         ErrorReason::MissingField,
         ErrorReason::BadField,
@@ -268,6 +270,7 @@ impl ErrorReason {
         ErrorReason::MissingLabel,
         ErrorReason::TypeConflict,
         ErrorReason::Late,
+        ErrorReason::SeriesLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -281,6 +284,7 @@ impl ErrorReason {
             ErrorReason::MissingLabel => "missing_label",
             ErrorReason::TypeConflict => "type_conflict",
             ErrorReason::Late => "late",
+            ErrorReason::SeriesLimit => "series_limit",
         }
     }
 }

@@ -377,6 +377,14 @@ pub fn live(
             .collect();
         Board::new(config.engine.worker_count(), WARMUP_INTERVALS, classes)
     });
+    if bound.is_some() && !crate::serve::is_loopback(http) && api_token(&config).is_none() {
+        tracing::warn!(
+            listen = %http,
+            "the API is served beyond this machine without a token: anyone who reaches it reads \
+             every entity and alert (writes stay refused); set [http] token or MQWATCH_API_TOKEN, \
+             or listen on 127.0.0.1"
+        );
+    }
     let server = match (bound, &board) {
         (Some(bound), Some(b)) => {
             let served = Served {

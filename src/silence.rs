@@ -107,11 +107,32 @@ fn format_time(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// Bounds on what one silence may hold: matchers, and the length of a name, value or pattern.
+pub const MAX_MATCHERS: usize = 32;
+pub const MAX_MATCHER_LEN: usize = 1024;
+/// Silences kept at most (expired ones included, until removed).
+pub const MAX_SILENCES: usize = 1000;
+
 fn compile_matchers(matchers: &[Matcher]) -> Result<Vec<(String, Match, bool)>, SilenceError> {
     if matchers.is_empty() {
         return Err(SilenceError(
             "matchers: at least one is needed (a silence of everything is a mute button)".into(),
         ));
+    }
+    if matchers.len() > MAX_MATCHERS {
+        return Err(SilenceError(format!(
+            "matchers: {} of them, at most {MAX_MATCHERS}",
+            matchers.len()
+        )));
+    }
+    if let Some(m) = matchers
+        .iter()
+        .find(|m| m.name.len() > MAX_MATCHER_LEN || m.value.len() > MAX_MATCHER_LEN)
+    {
+        return Err(SilenceError(format!(
+            "matcher {:.40}: a name or value of more than {MAX_MATCHER_LEN} bytes",
+            m.name
+        )));
     }
     matchers
         .iter()
@@ -325,6 +346,11 @@ impl Silences {
     }
 
     pub fn add(&mut self, s: Silence) -> Result<(), SilenceError> {
+        if self.list.len() >= MAX_SILENCES {
+            return Err(SilenceError(format!(
+                "{MAX_SILENCES} silences already: remove some (expired ones too) first"
+            )));
+        }
         self.list.push(s);
         self.save()
     }

@@ -162,3 +162,35 @@ fn results_do_not_depend_on_the_number_of_workers() {
     };
     assert_eq!(ids(1), ids(3));
 }
+
+#[test]
+fn a_runaway_label_is_capped_per_source_and_what_is_refused_is_counted() {
+    let mut config = Config::default();
+    config.engine.max_series = 100;
+    let lines: Vec<String> = (0..3)
+        .flat_map(|step| {
+            (0..150).map(move |i| {
+                let request = format!("req-{i}");
+                ev(
+                    T0 + step * 10_000,
+                    "checkout_seconds",
+                    &[("request_id", request.as_str())],
+                    1.0,
+                )
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::write_lines(dir.path(), "runaway.jsonl", &lines);
+    let run = common::replay_collect(config, &[path]);
+    assert_eq!(run.workers.series, 100, "no more series than the cap");
+    assert_eq!(
+        run.input.events, 300,
+        "the first 100 series' events all count"
+    );
+    assert_eq!(
+        run.input.errors(mqwatch::event::ErrorReason::SeriesLimit),
+        150,
+        "every event of the 50 series beyond the cap is refused and counted"
+    );
+}

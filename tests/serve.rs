@@ -726,3 +726,97 @@ fn a_taken_port_or_a_corrupt_silences_file_fails_the_run_at_once_with_one_line()
         );
     }
 }
+
+/// A POST with a raw body over a plain socket, answered with its status and JSON. A server may
+/// answer (413) before it has read a body that is too large, and close: what it said still counts.
+fn post_raw(url: &str, token: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /{path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn
+        .write_all(head.as_bytes())
+        .and_then(|_| conn.write_all(&body));
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let code: u16 = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {answer}"));
+    (code, v)
+}
+
+#[test]
+fn the_api_refuses_malformed_huge_and_nested_bodies_and_stays_up() {
+    let queue = unique("serve.hostile");
+    let token = "hostile-test-token";
+    let (run, url) = serve_with(
+        &queue,
+        "6s",
+        &format!("token = \"{token}\"\nsilences_file = \"\""),
+    );
+    let silences = format!("{url}/api/v1/silences");
+    let ends = "\"endsAt\": \"2099-01-01T00:00:00Z\"";
+    let many: Vec<String> = (0..40)
+        .map(|i| format!("{{\"name\": \"l{i}\", \"value\": \"v\", \"isRegex\": false}}"))
+        .collect();
+    let hostile: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("not JSON", b"matchers=queue".to_vec(), 400),
+        ("not UTF-8", vec![0xff, 0xfe, b'{', 0xc3, 0x28], 400),
+        ("a JSON array", b"[1, 2, 3]".to_vec(), 400),
+        ("nested 20,000 deep", format!("{}{}", "[".repeat(20_000), "]".repeat(20_000)).into_bytes(), 400),
+        ("nested objects", format!("{}1{}", "{\"a\":".repeat(5000), "}".repeat(5000)).into_bytes(), 400),
+        ("a 1 MiB body", format!("{{\"comment\": \"{}\", {ends}}}", "x".repeat(1 << 20)).into_bytes(), 413),
+        ("40 matchers", format!("{{\"matchers\": [{}], {ends}}}", many.join(",")).into_bytes(), 400),
+        (
+            "a 5,000-byte pattern",
+            format!("{{\"matchers\": [{{\"name\": \"queue\", \"value\": \"{}\", \"isRegex\": true}}], {ends}}}", "(a|aa)*".repeat(700)).into_bytes(),
+            400,
+        ),
+        (
+            "a pattern too big to compile",
+            format!("{{\"matchers\": [{{\"name\": \"queue\", \"value\": \"{}\", \"isRegex\": true}}], {ends}}}", "\\\\w{1000}").into_bytes(),
+            400,
+        ),
+    ];
+    for (what, body, want) in hostile {
+        let (code, v) = post_raw(&silences, token, body);
+        assert_eq!(code, want, "{what}: {v}");
+        assert!(v["error"].is_string(), "{what}: {v}");
+        let (code, _) = get_json(&format!("{url}/healthz"));
+        assert_eq!(code, 200, "the server went down after {what}");
+    }
+    let (code, listed) = get_json(&silences);
+    assert_eq!(
+        (code, listed["silences"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    run.signal("TERM");
+    assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
+}
+
+#[test]
+fn serving_beyond_this_machine_without_a_token_is_warned_of() {
+    let config = "[http]\nlisten = \"0.0.0.0:0\"\nsilences_file = \"\"\n[rabbitmq]\nuri = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\ninclude = [\"^nothing-to-watch$\"]\n";
+    let mut run = Run::start(config, &["--for", "3s"], &[]);
+    run.wait_for_stderr(
+        "served beyond this machine without a token",
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.exit_within(Duration::from_secs(20)).0, 0);
+    let quiet = "[http]\nlisten = \"127.0.0.1:0\"\nsilences_file = \"\"\n[rabbitmq]\nuri = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\ninclude = [\"^nothing-to-watch$\"]\n";
+    let (_, _, err) = Run::start(quiet, &["--for", "3s"], &[]).exit_within(Duration::from_secs(20));
+    assert!(!err.contains("without a token"), "{err}");
+}

@@ -214,6 +214,8 @@ impl Pipeline {
             interval: self.config.engine.interval_ms(),
             max_ts: i64::MIN,
             broadcast_wm: i64::MIN,
+            max_series: self.config.engine.max_series,
+            over_limit: false,
             stats: InputStats::default(),
             shown: self.board.as_ref().map(|b| b.input_cells()),
         }
@@ -279,6 +281,9 @@ pub struct Ingest {
     interval: i64,
     max_ts: i64,
     broadcast_wm: i64,
+    /// Distinct series this source may bring, and whether it was told it brought more.
+    max_series: usize,
+    over_limit: bool,
     pub stats: InputStats,
     /// Where the counts are shown while running, in a run that serves them.
     shown: Option<Arc<InputCells>>,
@@ -286,12 +291,14 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn push(&mut self, ev: &RawEvent<'_>) {
-        self.stats.events += 1;
-        self.stats.see_ts(ev.ts);
         let series = ev.series_hash();
         let n = self.senders.len() as u64;
         let worker = match self.shard_of.get(&series) {
             Some(&w) => w as usize,
+            None if self.shard_of.len() >= self.max_series => {
+                self.refuse_series(ev);
+                return;
+            }
             None => {
                 let shard = ShardKey::of(ev);
                 let w = (shard.worker_hash() % n) as usize;
@@ -305,6 +312,8 @@ impl Ingest {
                 w
             }
         };
+        self.stats.events += 1;
+        self.stats.see_ts(ev.ts);
         self.pending[worker].push(Msg::Sample {
             series,
             ts: ev.ts,
@@ -325,6 +334,20 @@ impl Ingest {
     /// Counts an input that was refused before it became an event.
     pub fn reject(&mut self, reason: ErrorReason) {
         self.stats.count_error(reason);
+    }
+
+    /// A new series past `engine.max_series`: counted, and the first one said.
+    fn refuse_series(&mut self, ev: &RawEvent<'_>) {
+        self.stats.count_error(ErrorReason::SeriesLimit);
+        if !std::mem::replace(&mut self.over_limit, true) {
+            tracing::warn!(
+                limit = self.max_series,
+                first_refused = %ev.to_key(),
+                "a source brings more distinct series than engine.max_series: those beyond are \
+                 refused and counted (series_limit); a label that takes a new value at every \
+                 event (an id, a timestamp) does this"
+            );
+        }
     }
 
     /// Returns once every event pushed so far has been applied to engine state: what broker

@@ -162,7 +162,20 @@ fn router(served: Arc<Served>) -> axum::Router {
         )
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        // A silence is a few hundred bytes; nothing the API takes is larger than this.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(served)
+}
+
+/// The largest request body the API reads; a larger one is refused with 413.
+pub const MAX_BODY: usize = 64 << 10;
+
+/// Whether `listen` keeps the API to this machine.
+pub fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => listen.starts_with("localhost:"),
+    }
 }
 
 /// The live dashboard: one page, its styles and script inline (no CDN, no fonts to fetch),

@@ -49,9 +49,12 @@ pub async fn list(State(s): State<Arc<Served>>) -> Json<Value> {
 pub async fn create(
     State(s): State<Arc<Served>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&s, &headers)?;
+    // Too large (413) or unreadable: said as every error of the API is, in JSON.
+    let body =
+        body.map_err(|r| ApiError::new(r.status(), format!("the body: {}", r.body_text())))?;
     let spec: SilenceSpec = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -61,9 +64,18 @@ pub async fn create(
     let silence =
         Silence::new(spec, now_ms()).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.0))?;
     let id = silence.id.clone();
+    let mut set = lock(&s);
+    if set.list().len() >= crate::silence::MAX_SILENCES {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} silences already: remove some first",
+                crate::silence::MAX_SILENCES
+            ),
+        ));
+    }
     tracing::info!(silence = %id, by = %silence.created_by, comment = %silence.comment, "silence added");
-    lock(&s)
-        .add(silence)
+    set.add(silence)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.0))?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
