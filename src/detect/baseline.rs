@@ -31,8 +31,23 @@ impl RobustHistory {
         }
     }
 
+    /// Keeps at most `capacity` values from here on (the newest): what a history restored from
+    /// a checkpoint takes from the settings in force.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        let capacity = capacity.max(1);
+        if capacity == self.capacity {
+            return;
+        }
+        self.capacity = capacity;
+        while self.values.len() > self.capacity {
+            self.values.pop_front();
+        }
+        // The statistics are refreshed at the next push, over what is kept.
+        self.pushes_since_refresh = usize::MAX;
+    }
+
     pub fn push(&mut self, v: f64) {
-        if self.values.len() == self.capacity {
+        while self.values.len() >= self.capacity.max(1) {
             self.values.pop_front();
         }
         self.values.push_back(v as f32);

@@ -132,6 +132,9 @@ impl Detector for LatencyDetector {
 
     fn configure(&mut self, cfg: &LatencyConfig) {
         self.cfg = cfg.clone();
+        for h in [&mut self.p50, &mut self.p99, &mut self.settled] {
+            h.set_capacity(cfg.history_intervals);
+        }
     }
 
     type Input<'a> = Option<&'a IntervalQuantiles>;

@@ -100,6 +100,10 @@ impl Detector for LevelDetector {
 
     fn configure(&mut self, cfg: &LevelConfig) {
         self.cfg = cfg.clone();
+        self.history.set_capacity(cfg.history_intervals);
+        if let Some(j) = &mut self.jumps {
+            j.set_capacity(cfg.history_intervals);
+        }
         if cfg.surprise_intervals > 0 && self.jumps.is_none() {
             self.jumps = Some(RobustHistory::new(cfg.history_intervals));
         }

@@ -564,4 +564,142 @@ mod tests {
             "cluster, vhost and queue"
         );
     }
+
+    /// Shards of every kind, after an hour of traffic with a stall and a latency rise in it,
+    /// so that what they keep is filled in, options and all.
+    fn exercised() -> Vec<Shard> {
+        let setup = Setup {
+            config: Arc::new(Config::default()),
+            models: None,
+            features: None,
+        };
+        let lines = |ts: i64, n: i64| {
+            let stalled = (200..260).contains(&n);
+            let lat = if (300..330).contains(&n) {
+                900.0
+            } else {
+                20.0 + (n % 7) as f64
+            };
+            [
+                format!(
+                    r#"{{"ts":{ts},"name":"kafka_topic_partition_current_offset","labels":{{"cluster":"k","topic":"t","partition":"0"}},"value":{}}}"#,
+                    n * 50
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"kafka_topic_partition_current_offset","labels":{{"cluster":"k","topic":"t","partition":"1"}},"value":{}}}"#,
+                    n * 50
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"kafka_consumergroup_current_offset","labels":{{"cluster":"k","topic":"t","consumergroup":"g","partition":"0"}},"value":{}}}"#,
+                    n * 50 - 10
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"kafka_consumergroup_current_offset","labels":{{"cluster":"k","topic":"t","consumergroup":"g","partition":"1"}},"value":{}}}"#,
+                    if stalled { 200 * 50 } else { n * 50 - 10 }
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"kafka_consumergroup_members","labels":{{"cluster":"k","topic":"t","consumergroup":"g"}},"value":2}}"#
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"message_latency_ms","labels":{{"cluster":"k","topic":"t","consumergroup":"g"}},"value":{lat}}}"#
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"kafka_probe_produce_success","labels":{{"cluster":"k","topic":"t"}},"value":1}}"#
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"rabbitmq_queue_messages_ready","labels":{{"cluster":"r","queue":"q","vhost":"/"}},"value":{}}}"#,
+                    n % 5
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"rabbitmq_queue_consumers","labels":{{"cluster":"r","queue":"q","vhost":"/"}},"value":2}}"#
+                ),
+                format!(
+                    r#"{{"ts":{ts},"name":"rabbitmq_queue_messages_acked_total","labels":{{"cluster":"r","queue":"q","vhost":"/"}},"value":{}}}"#,
+                    n * 10
+                ),
+            ]
+        };
+        let mut shards: Vec<Shard> = Vec::new();
+        let mut targets = std::collections::HashMap::new();
+        let mut kinds = Vec::new();
+        for n in 0..400i64 {
+            let ts = 1_767_225_600_000 + n * 10_000;
+            let slot = ts / 10_000;
+            for line in lines(ts, n) {
+                let ev = parse_event(&line).unwrap();
+                let key = ShardKey::of(&ev);
+                let i = match shards.iter().position(|s| s.key == key) {
+                    Some(i) => i,
+                    None => {
+                        shards.push(Shard::new(key));
+                        shards.len() - 1
+                    }
+                };
+                let info = SeriesInfo {
+                    key: ev.to_key(),
+                    family: Family::of(&ev.name),
+                    shard: shards[i].key.clone(),
+                };
+                let target = *targets
+                    .entry(ev.series_hash())
+                    .or_insert_with(|| shards[i].target(&info, &setup));
+                shards[i].apply(target, ts, slot, ev.value);
+            }
+            for s in &mut shards {
+                s.close((slot + 1) * 10_000, slot, 10.0, &mut |a| kinds.push(a.kind));
+            }
+        }
+        let episodes: std::collections::BTreeSet<_> = kinds.into_iter().collect();
+        assert!(
+            episodes.len() >= 2,
+            "a stall and a latency rise were judged: {episodes:?}"
+        );
+        shards
+    }
+
+    /// The shape of a serialised value: its field names and the kinds of its values, each list
+    /// by its first element, no value itself.
+    fn shape(v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+            }
+            Value::Array(a) => Value::Array(a.first().map(shape).into_iter().collect()),
+            Value::Number(_) => "number".into(),
+            Value::String(_) => "string".into(),
+            Value::Bool(_) => "bool".into(),
+            Value::Null => Value::Null,
+        }
+    }
+
+    #[test]
+    fn what_a_checkpoint_holds_is_pinned_to_its_format_version() {
+        use sha2::Digest;
+        let shapes: Vec<serde_json::Value> = exercised()
+            .iter()
+            .map(|s| shape(&serde_json::to_value(s).unwrap()))
+            .collect();
+        assert_eq!(shapes.len(), 2, "a topic shard and a queue shard");
+        let digest = sha2::Sha256::digest(serde_json::to_string(&shapes).unwrap().as_bytes());
+        let digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        // A change of what a shard serialises (a field added, removed, renamed or reordered, in
+        // any state it holds) changes this digest. Bump crate::state::FORMAT_VERSION with it:
+        // a checkpoint of the old layout would otherwise be misread, not refused.
+        assert_eq!(
+            (crate::state::FORMAT_VERSION, digest.as_str()),
+            (
+                1,
+                "b0d8a0989f6fb6d0369f365aa20d71d86ca07f79ed2a5330e8486d9ca17b2540"
+            ),
+            "the checkpoint layout changed: bump state::FORMAT_VERSION and pin the new digest"
+        );
+        // And each shard comes back from its checkpoint as it was saved.
+        for s in exercised() {
+            let bytes = crate::state::encode(Some(7), &s);
+            let back = crate::state::decode(&bytes).unwrap();
+            assert_eq!(back.open_slot, Some(7));
+            assert_eq!(crate::state::encode(Some(7), &back.shard), bytes);
+        }
+    }
 }
